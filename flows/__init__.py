@@ -1,0 +1,1 @@
+"""Prefect flows a person runs or deploys. Thin: they wire agents, tools and the engine together."""

@@ -1,0 +1,39 @@
+"""Fixes for ControlFlow 0.12.1 on Prefect 3.8, applied once on import.
+
+ControlFlow stores choice results (`result_type=["a", "b"]`, a tuple or a Literal) as
+`Labels`, a pydantic RootModel whose `__iter__` yields the choices. Prefect >= 3.3
+walks task parameters with `visit_collection`, which calls `dict(model)` on every
+pydantic model; on `Labels` that unpacks the choices as if they were (key, value)
+pairs and crashes every choice task. `dict()` prefers a `keys()` method when one
+exists, so giving `Labels` the mapping view Prefect expects (its single field,
+`root`) fixes the walk without changing how ControlFlow iterates the choices.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import controlflow  # noqa: F401  (ensures ControlFlow's own settings load first)
+from controlflow.tasks.task import Labels
+
+
+def _keys(self: Labels) -> tuple[str, ...]:
+    return ("root",)
+
+
+def _getitem(self: Labels, item: Any) -> Any:
+    if isinstance(item, str) and item == "root":
+        return self.root
+    return self.root[item]
+
+
+def patch_controlflow() -> None:
+    """Idempotent."""
+    if getattr(Labels, "_foreman_patched", False):
+        return
+    Labels.keys = _keys
+    Labels.__getitem__ = _getitem
+    Labels._foreman_patched = True
+
+
+patch_controlflow()

@@ -1,0 +1,94 @@
+"""Foreman's settings: one place, read from `FOREMAN_*` environment variables (or a `.env` file).
+
+Level 1 configuration lives here: which model (`FOREMAN_MODEL`), its temperature and
+max tokens. So do the guards' limits, because a limit a user cannot find is a limit
+nobody trusts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_WORKSPACE = REPO_ROOT / "demo" / "workspace"
+
+
+class Settings(BaseSettings):
+    """Everything a user may set. Each field is `FOREMAN_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="FOREMAN_", env_file=".env", extra="ignore")
+
+    home: Path = Field(
+        default=Path.home() / ".foreman",
+        description="Where Foreman keeps its state: audit log, run store, local-model logs.",
+    )
+
+    # --- Level 1: the model -------------------------------------------------
+    model: str = Field(
+        default="local",
+        description=(
+            "Which model agents use: 'local' (the embedded llama.cpp server), "
+            "'openai/<model>', 'anthropic/<model>', 'ollama/<model>', or "
+            "'openai-compatible/<model>' together with FOREMAN_BASE_URL."
+        ),
+    )
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    base_url: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible endpoint (…/v1)."
+    )
+    api_key: str | None = Field(
+        default=None, description="API key for the OpenAI-compatible endpoint, if it needs one."
+    )
+    ollama_base_url: str = "http://127.0.0.1:11434"
+
+    # --- the embedded local model -------------------------------------------
+    local_model_path: Path | None = Field(
+        default=None,
+        description="A GGUF file to serve instead of the bundled SmolLM2-135M-Instruct.",
+    )
+    local_ctx: int = Field(default=8192, ge=512)
+    local_threads: int = Field(default=2, ge=1)
+    local_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    local_idle_minutes: float = Field(
+        default=30.0, ge=0, description="Stop the embedded server after this long unused."
+    )
+
+    # --- tools and their guards ---------------------------------------------
+    workspace: Path = Field(
+        default=DEMO_WORKSPACE, description="The only folder file tools may touch."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost"],
+        description="Hosts the fetch tool may reach (exact names; '*.example.org' for subdomains).",
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    http_max_bytes: int = Field(default=1_000_000, gt=0)
+    http_max_redirects: int = Field(default=3, ge=0)
+    code_timeout_s: float = Field(default=10.0, gt=0)
+    code_cpu_s: int = Field(default=10, gt=0)
+    code_memory_mb: int = Field(default=512, gt=0)
+    code_max_output_bytes: int = Field(default=64_000, gt=0)
+    file_max_read_bytes: int = Field(default=200_000, gt=0)
+
+    @property
+    def audit_db(self) -> Path:
+        return self.home / "audit.sqlite3"
+
+    @property
+    def tiktoken_cache(self) -> Path:
+        return self.home / "tiktoken"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings. Call `reset_settings()` after changing the environment."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,1 @@
+"""What agents may touch: each tool, its guard, the scope check and the audit log. Knows nothing of flows."""
