@@ -1,0 +1,167 @@
+"""The `foreman` command line: the front door to flows, agents, tools, the audit log and the model.
+
+Heavy imports (ControlFlow, Prefect) happen inside commands, so `foreman --help` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Foreman: LLM agents that do real work, run and watched on Prefect.", no_args_is_help=True)
+model_app = typer.Typer(help="Which model agents use, where it is served, how to switch.", invoke_without_command=True)
+app.add_typer(model_app, name="model")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code=1)
+
+
+def _ui_hint() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return f"See the run in the Prefect UI: {url.removesuffix('/api')}/runs"
+    return "Runs used a temporary Prefect server; start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api to keep them in the UI at http://127.0.0.1:4200"
+
+
+@app.command()
+def run(
+    query: Annotated[str, typer.Argument(help="What to look for in the workspace.")],
+    directory: Annotated[Optional[Path], typer.Option(help="Folder to search (default: FOREMAN_WORKSPACE).")] = None,
+    max_llm_calls: Annotated[int, typer.Option(help="Model-call budget per task.")] = 8,
+) -> None:
+    """Run the file-search flow over a folder and print what the agent found."""
+    from foreman.agents.models import ModelConfigError, check_model_settings, describe_model
+    from foreman.settings import get_settings
+
+    settings = get_settings()
+    try:
+        check_model_settings(settings)
+    except ModelConfigError as exc:
+        _fail(str(exc))
+    console.print(f"[dim]{describe_model(settings)}[/dim]")
+
+    from foreman.flows.file_search import file_search
+
+    state = file_search(query=query, directory=str(directory) if directory else None,
+                        max_llm_calls=max_llm_calls, return_state=True)
+    if state.is_failed():
+        console.print(f"[red]run failed:[/red] {state.message}")
+        console.print(_ui_hint())
+        raise typer.Exit(code=1)
+    result = state.result()
+    console.print(f"[bold]files:[/bold] {', '.join(result.files) or '(none)'}")
+    console.print(f"[bold]findings:[/bold] {result.findings}")
+    console.print(f"[dim]audit: foreman audit {state.state_details.flow_run_id}[/dim]")
+    console.print(f"[dim]{_ui_hint()}[/dim]")
+
+
+@app.command()
+def agents() -> None:
+    """List the named agents: what they do, what they may use."""
+    from foreman.agents.registry import registry
+
+    table = Table("name", "description", "capabilities", "agent-level tools", "model settings")
+    for spec in registry.specs():
+        settings = ", ".join(f"{k}={v}" for k, v in spec.model.model_dump(exclude_none=True).items())
+        table.add_row(spec.name, spec.description, ", ".join(spec.capabilities), ", ".join(spec.tools) or "-", settings or "default")
+    console.print(table)
+
+
+@app.command()
+def tools() -> None:
+    """List the tools and their guards."""
+    from foreman.settings import get_settings
+    from foreman.tools import code
+    from foreman.tools.catalog import CATALOG
+
+    settings = get_settings()
+    table = Table("tool", "capability", "what it does")
+    for spec in CATALOG.values():
+        table.add_row(spec.name, spec.capability, spec.summary)
+    console.print(table)
+    console.print(f"workspace: {settings.workspace}")
+    console.print(f"allowed hosts: {', '.join(settings.allowed_hosts)}")
+    console.print(f"code sandbox: {code.isolation_report()}")
+
+
+@app.command()
+def audit(
+    run: Annotated[Optional[str], typer.Argument(help="Flow-run id (or its first 8+ characters) or run name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
+) -> None:
+    """Show every tool call and refusal of a run (without RUN: the recent runs)."""
+    from foreman.tools.audit import audit_log
+
+    log = audit_log()
+    if run is None:
+        table = Table("run id", "run name", "flow", "first call", "calls", "refused", "errors")
+        for row in log.recent_runs():
+            table.add_row(*(str(row[k]) for k in ("run_id", "run_name", "flow_name", "first", "calls", "refused", "errors")))
+        console.print(table)
+        return
+    records = log.for_run(run)
+    if not records:
+        _fail(f"no audit records for run {run!r}; `foreman audit` lists recent runs")
+    if as_json:
+        for record in records:
+            typer.echo(record.model_dump_json())
+        return
+    table = Table("time", "agent", "task", "tool", "arguments", "outcome", "ms", "detail", title=f"run {records[0].run_name} ({records[0].run_id})")
+    for r in records:
+        colour = {"ok": "green", "refused": "red", "error": "yellow"}[r.outcome]
+        table.add_row(r.at.strftime("%H:%M:%S"), r.agent or "-", r.task_name or "-", r.tool,
+                      json.dumps(r.arguments)[:80], f"[{colour}]{r.outcome}[/{colour}]",
+                      f"{r.duration_ms:.0f}", r.detail[:120])
+    console.print(table)
+
+
+@model_app.callback()
+def model(ctx: typer.Context) -> None:
+    """Show which model agents use and how to switch."""
+    if ctx.invoked_subcommand:
+        return
+    from foreman.agents.models import ModelConfigError, check_model_settings, describe_model
+    from foreman.settings import get_settings
+
+    settings = get_settings()
+    console.print(describe_model(settings))
+    try:
+        check_model_settings(settings)
+    except ModelConfigError as exc:
+        console.print(f"[red]not usable:[/red] {exc}")
+    if settings.model == "local":
+        from foreman.agents import local_server
+
+        console.print(local_server.status(settings).describe())
+
+
+@model_app.command("serve")
+def model_serve() -> None:
+    """Keep the embedded model up as an OpenAI-compatible endpoint on loopback (Ctrl-C stops it)."""
+    from foreman.agents.local import serve_forever
+    from foreman.settings import get_settings
+
+    serve_forever(get_settings())
+
+
+@model_app.command("stop")
+def model_stop() -> None:
+    """Stop the embedded model server."""
+    from foreman.agents import local_server
+    from foreman.settings import get_settings
+
+    console.print(local_server.stop(get_settings()))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,86 @@
+"""Run one ControlFlow task the way every Foreman step runs: audited, logged, honest about failure.
+
+ControlFlow's `Task.run()` returns None without raising when `max_llm_calls` ends a
+run, leaving the task RUNNING. A step that did not succeed must never pass for a
+step that produced an empty result, so `run_task` raises `TaskNotCompleted` unless
+the task is SUCCESSFUL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import controlflow as cf
+from controlflow.events.base import Event
+from controlflow.orchestration.handler import Handler
+
+from foreman import compat  # noqa: F401
+from foreman.tools.audit import AuditLog
+from foreman.tools.scope import AuditHandler
+
+logger = logging.getLogger("foreman.run")
+
+
+class TaskNotCompleted(RuntimeError):
+    """The agent did not complete the task: it failed it, or ran out of model calls."""
+
+    def __init__(self, task: cf.Task, reason: str) -> None:
+        self.task_name = task.friendly_name()
+        self.status = task.status.value
+        self.reason = reason
+        super().__init__(f"{self.task_name} ended {self.status}: {reason}")
+
+
+class RunLogHandler(Handler):
+    """Writes each agent turn's tool calls and results into the Prefect run's log."""
+
+    def _log(self) -> logging.Logger | logging.LoggerAdapter:
+        try:
+            from prefect import get_run_logger
+
+            return get_run_logger()
+        except Exception:  # noqa: BLE001  (outside a Prefect run)
+            return logger
+
+    def on_agent_message(self, event: Event) -> None:
+        message = event.message  # a dict in ControlFlow's events
+        agent = getattr(event.agent, "name", "?")
+        if message.get("content"):
+            self._log().info("%s says: %s", agent, str(message["content"])[:500])
+        for call in message.get("tool_calls") or []:
+            self._log().info("%s calls %s(%s)", agent, call["name"], str(call["args"])[:300])
+
+    def on_tool_result(self, event: Event) -> None:
+        result = event.tool_result
+        name = result.tool_call.get("name")
+        text = result.str_result[:300]
+        if result.is_error:
+            self._log().warning("tool %s refused or failed: %s", name, text)
+        else:
+            self._log().info("tool %s returned: %s", name, text)
+
+
+def run_task(
+    task: cf.Task,
+    *,
+    audit: AuditLog,
+    max_llm_calls: int | None = None,
+    extra_handlers: list[Handler] | None = None,
+) -> Any:
+    """Run `task` to completion and return its result, or raise `TaskNotCompleted`."""
+    task.run(
+        max_llm_calls=max_llm_calls,
+        handlers=[AuditHandler(audit), RunLogHandler(), *(extra_handlers or [])],
+        raise_on_failure=False,
+    )
+    if task.is_successful():
+        return task.result
+    if task.is_failed():
+        raise TaskNotCompleted(task, str(task.result or "the agent marked it failed"))
+    limit = max_llm_calls or task.max_llm_calls
+    raise TaskNotCompleted(
+        task,
+        f"the agent stopped without completing it (model-call budget of {limit} used up); "
+        "raise the budget or use a more capable model (FOREMAN_MODEL)",
+    )

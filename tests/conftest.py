@@ -1,0 +1,62 @@
+"""Shared fixtures: a real Prefect server for the session, a private Foreman home, scripted models.
+
+Environment is set before Prefect or Foreman is imported, because both read their
+settings once at import.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="foreman-tests-"))
+os.environ["FOREMAN_HOME"] = str(_SESSION_DIR / "home")
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_DIR / "prefect"))
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "900")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+os.environ.setdefault("FOREMAN_MODEL", "local")
+for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+    os.environ.pop(key, None)
+
+import pytest  # noqa: E402
+
+import foreman  # noqa: E402,F401  (offline preparation before Prefect/ControlFlow load)
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "workspace"
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A real Prefect server with a fresh SQLite database, shared by the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=900):
+        yield
+
+
+@pytest.fixture()
+def foreman_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private FOREMAN_HOME (audit log, stores) for one test."""
+    from foreman.settings import reset_settings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FOREMAN_HOME", str(home))
+    reset_settings()
+    yield home
+    reset_settings()
+
+
+@pytest.fixture()
+def workspace(tmp_path: Path) -> Path:
+    """A copy of the demo workspace the test may change freely."""
+    target = tmp_path / "workspace"
+    shutil.copytree(DEMO, target)
+    return target
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

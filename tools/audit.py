@@ -1,0 +1,187 @@
+"""The audit log: every tool call and every refusal, in SQLite under Foreman's home.
+
+Each record says which tool, with which arguments, called by which agent in which
+task of which Prefect run, what came of it and how long it took. Records are written
+by the tool wrapper (`catalog`) and, for calls to tools outside a task's scope, by
+`scope.AuditHandler`; nothing a tool does can skip it. `foreman audit RUN` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Outcome = Literal["ok", "error", "refused"]
+MAX_TEXT = 2_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tool_calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    run_id TEXT,
+    run_name TEXT,
+    flow_name TEXT,
+    task_id TEXT,
+    task_name TEXT,
+    agent TEXT,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    duration_ms REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tool_calls_run ON tool_calls (run_id);
+CREATE INDEX IF NOT EXISTS tool_calls_run_name ON tool_calls (run_name);
+"""
+
+
+class CallContext(BaseModel):
+    """Where a call happened: the Prefect run and the ControlFlow agent and task."""
+
+    run_id: str | None = None
+    run_name: str | None = None
+    flow_name: str | None = None
+    task_id: str | None = None
+    task_name: str | None = None
+    agent: str | None = None
+
+
+class AuditRecord(CallContext):
+    id: int | None = None
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    outcome: Outcome
+    detail: str = ""
+    duration_ms: float = 0.0
+
+
+def current_context() -> CallContext:
+    """Read the Prefect run and the ControlFlow agent/task active in this thread, if any."""
+    context = CallContext()
+    try:
+        from prefect.context import FlowRunContext
+
+        flow_ctx = FlowRunContext.get()
+        if flow_ctx and flow_ctx.flow_run:
+            context.run_id = str(flow_ctx.flow_run.id)
+            context.run_name = flow_ctx.flow_run.name
+            context.flow_name = flow_ctx.flow.name if flow_ctx.flow else None
+    except Exception:  # noqa: BLE001  (no Prefect run: the record keeps empty fields)
+        pass
+    try:
+        from controlflow.utilities.context import ctx
+
+        orchestrator = ctx.get("orchestrator")
+        if orchestrator is not None:
+            context.agent = orchestrator.agent.name if orchestrator.agent else None
+            tasks = orchestrator.get_tasks("assigned")
+            if tasks:
+                context.task_id = ",".join(t.id for t in tasks)
+                context.task_name = ",".join(t.friendly_name() for t in tasks)
+    except Exception:  # noqa: BLE001
+        pass
+    return context
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"… [{len(text) - MAX_TEXT} chars cut]"
+
+
+class AuditLog:
+    """A small SQLite store. Opens a connection per operation, so threads can share it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.row_factory = sqlite3.Row
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def record(self, record: AuditRecord) -> AuditRecord:
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO tool_calls (at, run_id, run_name, flow_name, task_id, task_name, agent,"
+                " tool, arguments, outcome, detail, duration_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.at.isoformat(),
+                    record.run_id,
+                    record.run_name,
+                    record.flow_name,
+                    record.task_id,
+                    record.task_name,
+                    record.agent,
+                    record.tool,
+                    _clip(json.dumps(record.arguments, default=str)),
+                    record.outcome,
+                    _clip(record.detail),
+                    record.duration_ms,
+                ),
+            )
+        return record.model_copy(update={"id": cursor.lastrowid})
+
+    def for_run(self, run: str) -> list[AuditRecord]:
+        """Records of one run, by flow-run id, id prefix or run name."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM tool_calls WHERE run_id = ? OR run_name = ? OR run_id LIKE ?"
+                " ORDER BY id",
+                (run, run, f"{run}%" if len(run) >= 8 else run),
+            ).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT run_id, run_name, flow_name, MIN(at) AS first, COUNT(*) AS calls,"
+                " SUM(outcome = 'refused') AS refused, SUM(outcome = 'error') AS errors"
+                " FROM tool_calls GROUP BY run_id ORDER BY MIN(id) DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(row) for row in rows]
+
+
+def _from_row(row: sqlite3.Row) -> AuditRecord:
+    data = dict(row)
+    try:
+        data["arguments"] = json.loads(data["arguments"])
+    except json.JSONDecodeError:
+        data["arguments"] = {"_raw": data["arguments"]}
+    return AuditRecord(**data)
+
+
+def audit_log(path: Path | None = None) -> AuditLog:
+    """The audit log at `path`, or the one under the current settings' home."""
+    if path is None:
+        from foreman.settings import get_settings
+
+        path = get_settings().audit_db
+    return AuditLog(path)
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
