@@ -104,9 +104,10 @@ def audit(
 
     log = audit_log()
     if run is None:
-        table = Table("run id", "run name", "flow", "first call", "calls", "refused", "errors")
+        table = Table("run name", "flow", "first call", "calls", "refused", "errors")
+        table.add_column("run id", no_wrap=True, min_width=36)
         for row in log.recent_runs():
-            table.add_row(*(str(row[k]) for k in ("run_id", "run_name", "flow_name", "first", "calls", "refused", "errors")))
+            table.add_row(*(str(row[k]) for k in ("run_name", "flow_name", "first", "calls", "refused", "errors", "run_id")))
         console.print(table)
         return
     records = log.for_run(run)
