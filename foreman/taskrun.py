@@ -66,10 +66,18 @@ def run_task(
     *,
     audit: AuditLog,
     max_llm_calls: int | None = None,
+    flow: cf.Flow | None = None,
     extra_handlers: list[Handler] | None = None,
 ) -> Any:
-    """Run `task` to completion and return its result, or raise `TaskNotCompleted`."""
+    """Run `task` to completion and return its result, or raise `TaskNotCompleted`.
+
+    `max_llm_calls` caps the task's own model calls (ControlFlow's `Task.max_llm_calls`),
+    so that a budget holds for this task whatever the orchestrator's default is.
+    """
+    if max_llm_calls is not None:
+        task.max_llm_calls = max_llm_calls
     task.run(
+        flow=flow,
         max_llm_calls=max_llm_calls,
         handlers=[AuditHandler(audit), RunLogHandler(), *(extra_handlers or [])],
         raise_on_failure=False,

@@ -1,0 +1,164 @@
+"""Run one sub-task as one ControlFlow task, by one agent, with exactly its scoped tools.
+
+The agent gets no agent-level tools here: the node's grants are task-level (only
+while this sub-task runs), plus the flow-level tools every agent of the run shares.
+Results of the sub-tasks it depends on are its context, by id. Agent choice for a
+capability reads each agent's record from the run store: best success rate, then
+lowest latency; an agent that keeps failing rests for a cool-down (circuit breaker),
+and a retry goes to an agent not yet tried when there is one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import controlflow as cf
+from controlflow.events.base import Event
+from controlflow.orchestration.handler import Handler
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel
+
+from foreman.agents.models import build_chat_model
+from foreman.agents.registry import AgentRegistry
+from foreman.engine.executor import Usage
+from foreman.engine.plan import ResultKind, SubTask
+from foreman.engine.store import AgentStats
+from foreman.settings import Settings
+from foreman.taskrun import run_task
+from foreman.tools.catalog import ToolEnv, build_tools
+
+RESULT_TYPES: dict[str, Any] = {
+    ResultKind.TEXT.value: str,
+    ResultKind.NUMBER.value: float,
+    ResultKind.BOOLEAN.value: bool,
+    ResultKind.LIST.value: list[str],
+    ResultKind.OBJECT.value: dict[str, Any],
+}
+SCHEMAS: dict[str, type[BaseModel]] = {}
+
+
+def register_schema(name: str, model: type[BaseModel]) -> None:
+    """Let plans name `model` as a sub-task's result type."""
+    SCHEMAS[name] = model
+
+
+class NoAgentAvailable(RuntimeError):
+    pass
+
+
+class UsageCounter(Handler):
+    """Counts model calls and tokens of one sub-task, for the run's budgets and summary."""
+
+    def __init__(self, usage: Usage) -> None:
+        self.usage = usage
+        self._lock = threading.Lock()
+
+    def on_agent_message(self, event: Event) -> None:
+        meta = event.message.get("usage_metadata") or {}
+        with self._lock:
+            self.usage.llm_calls += 1
+            self.usage.tokens += int(meta.get("total_tokens") or 0)
+
+
+class ControlFlowRunner:
+    """The engine's `NodeRunner` for ControlFlow agents from the registry."""
+
+    def __init__(
+        self,
+        env: ToolEnv,
+        agents: AgentRegistry,
+        settings: Settings,
+        *,
+        flow_tools: list[str] | None = None,
+        stats: dict[str, AgentStats] | None = None,
+        breaker_failures: int = 3,
+        breaker_cooldown_s: float = 600.0,
+    ) -> None:
+        self.env = env
+        self.agents = agents
+        self.settings = settings
+        self.flow_tool_names = list(flow_tools or [])
+        self.stats = stats or {}
+        self.breaker_failures = breaker_failures
+        self.breaker_cooldown_s = breaker_cooldown_s
+        self._models: dict[str, BaseChatModel] = {}
+        self._lock = threading.Lock()
+
+    # --- who ----------------------------------------------------------------------
+
+    def resting(self, agent: str) -> bool:
+        """Circuit breaker: open after `breaker_failures` failures in a row, for the cool-down."""
+        s = self.stats.get(agent)
+        return bool(
+            s and s.consecutive_failures >= self.breaker_failures and s.last_failure_at
+            and time.time() - s.last_failure_at < self.breaker_cooldown_s
+        )
+
+    def candidates(self, sub: SubTask) -> list[str]:
+        """Agents that may do `sub`, best first."""
+        if sub.agent:
+            return [sub.agent]
+        able = [s.name for s in self.agents.with_capability(sub.capability or "")
+                if set(sub.tools) <= set(s.tools)]
+
+        def rank(name: str) -> tuple[float, float]:
+            s = self.stats.get(name)
+            return (-(s.success_rate if s else 0.5), s.mean_duration_s if s else 0.0)
+
+        return sorted(able, key=rank)
+
+    def choose_agent(self, sub: SubTask, tried: list[str]) -> str:
+        ranked = self.candidates(sub)
+        if not ranked:
+            raise NoAgentAvailable(f"no agent has capability {sub.capability!r} and the tools {sub.tools}")
+        awake = [a for a in ranked if not self.resting(a)] or ranked
+        fresh = [a for a in awake if a not in tried]
+        return (fresh or awake)[0]
+
+    # --- doing --------------------------------------------------------------------
+
+    def _model(self, agent: str) -> BaseChatModel:
+        with self._lock:
+            if agent not in self._models:
+                self._models[agent] = build_chat_model(self.settings, self.agents.get(agent).model)
+            return self._models[agent]
+
+    def result_type(self, sub: SubTask) -> Any:
+        kind = sub.result.value if isinstance(sub.result, ResultKind) else sub.result
+        return RESULT_TYPES.get(kind) or SCHEMAS[kind]
+
+    def run(self, sub: SubTask, inputs: dict[str, Any], agent: str, max_llm_calls: int, usage: Usage) -> Any:
+        spec = self.agents.get(agent)
+        cf_agent = cf.Agent(
+            name=spec.name, description=spec.description, instructions=spec.instructions,
+            model=self._model(agent), tools=[],
+        )
+        task = cf.Task(
+            objective=f"{sub.title}\n\n{sub.instructions}",
+            name=sub.id,
+            result_type=self.result_type(sub),
+            context={"results_of_earlier_steps": inputs} if inputs else {},
+            agents=[cf_agent],
+            tools=build_tools(sub.tools, self.env),
+        )
+        flow = cf.Flow(name=sub.id, tools=build_tools(self.flow_tool_names, self.env))
+        value = run_task(task, audit=self.env.audit, max_llm_calls=max_llm_calls, flow=flow,
+                         extra_handlers=[UsageCounter(usage)])
+        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def build_scope(agents: AgentRegistry, allowed_tools: list[str], *, max_nodes: int = 25, max_depth: int = 10):
+    """What plans of this run may use: the registry's agents, the catalogue, the flow's allowance."""
+    from foreman.engine.validate import AgentInfo, PlanScope
+    from foreman.tools.catalog import CATALOG
+
+    return PlanScope(
+        agents={s.name: AgentInfo(capabilities=s.capabilities, tools=s.tools) for s in agents.specs()},
+        tools=list(CATALOG),
+        allowed_tools=list(allowed_tools),
+        schemas=list(SCHEMAS),
+        max_nodes=max_nodes,
+        max_depth=max_depth,
+    )

@@ -1,0 +1,402 @@
+"""Run a validated plan on Prefect: ready sub-tasks in parallel, within budgets, adapting on failure.
+
+The loop runs in the flow-run's thread and does only bookkeeping; each sub-task is a
+Prefect task run (named after it, with its own retries, backoff and timeout) on the
+flow's thread pool. Status machine, as in the seed's engine:
+sub-task PENDING -> RUNNING -> COMPLETED | FAILED | SKIPPED;
+run PENDING -> RUNNING (-> PAUSED while a person decides) -> COMPLETED | FAILED | CANCELLED.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Protocol
+
+from prefect import task
+from prefect.cache_policies import NONE as NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.futures import wait as wait_futures
+from prefect.tasks import exponential_backoff
+from pydantic import BaseModel, Field
+
+from foreman.engine.conditions import ConditionError, parse_condition
+from foreman.engine.plan import Plan, SubTask
+from foreman.engine.store import RunStore
+from foreman.engine.validate import PlanError, PlanInvalid, PlanScope, ValidPlan, validate_plan
+
+POLL_S = 0.02
+
+
+class NodeStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class RunStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class Budgets(BaseModel):
+    """Limits for one run. Hitting one stops scheduling cleanly and keeps every finished result."""
+
+    max_llm_calls: int = Field(default=200, ge=1)
+    max_tokens: int = Field(default=2_000_000, ge=1)
+    max_wall_s: float = Field(default=1800.0, gt=0)
+    max_replans: int = Field(default=2, ge=0)
+    max_concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class NodeResult(BaseModel):
+    value: Any = None
+    agent: str
+
+
+class Usage(BaseModel):
+    llm_calls: int = 0
+    tokens: int = 0
+
+
+class NodeOutcome(BaseModel):
+    id: str
+    title: str
+    status: NodeStatus = NodeStatus.PENDING
+    agent: str | None = None
+    result: Any = None
+    error: str | None = None
+    reason: str | None = Field(default=None, description="Why it was skipped or reused.")
+    attempts: int = 0
+    agents_tried: list[str] = Field(default_factory=list)
+    llm_calls: int = 0
+    tokens: int = 0
+    started: float | None = None
+    finished: float | None = None
+    reused: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished - self.started) if self.started and self.finished else 0.0
+
+
+class Revision(BaseModel):
+    after_failure_of: str
+    error: str
+    plan: Plan
+
+
+class RunReport(BaseModel):
+    run_key: str
+    objective: str
+    status: RunStatus
+    stopped_by: str | None = None
+    plan: Plan
+    outcomes: dict[str, NodeOutcome]
+    revisions: list[Revision] = Field(default_factory=list)
+    started: float
+    finished: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+    answer: str | None = None
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return {i: o.result for i, o in self.outcomes.items() if o.status == NodeStatus.COMPLETED}
+
+    @property
+    def reused(self) -> list[str]:
+        return [i for i, o in self.outcomes.items() if o.reused]
+
+
+class ReplanRequest(BaseModel):
+    objective: str
+    plan: Plan
+    finished: dict[str, Any]
+    failed: str
+    error: str
+
+
+class NodeRunner(Protocol):
+    """Runs one sub-task with one agent. The engine knows nothing of models or ControlFlow."""
+
+    def choose_agent(self, sub: SubTask, tried: list[str]) -> str: ...
+
+    def run(self, sub: SubTask, inputs: dict[str, Any], agent: str, max_llm_calls: int, usage: Usage) -> Any: ...
+
+
+class Observer(Protocol):
+    def on_plan(self, report: RunReport) -> None: ...
+    def on_progress(self, report: RunReport) -> None: ...
+    def on_revision(self, report: RunReport, revision: Revision) -> None: ...
+    def on_finish(self, report: RunReport) -> None: ...
+
+
+class NullObserver:
+    def on_plan(self, report: RunReport) -> None: ...
+    def on_progress(self, report: RunReport) -> None: ...
+    def on_revision(self, report: RunReport, revision: Revision) -> None: ...
+    def on_finish(self, report: RunReport) -> None: ...
+
+
+Replanner = Callable[[ReplanRequest], Plan]
+Approver = Callable[[SubTask, dict[str, Any]], tuple[bool, str]]
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def run_subtask(runner: NodeRunner, sub: SubTask, inputs: dict[str, Any], max_llm_calls: int,
+                tried: list[str], usage: Usage) -> NodeResult:
+    """One attempt at one sub-task; Prefect retries it. A retry may go to another agent."""
+    agent = runner.choose_agent(sub, tried)
+    tried.append(agent)
+    value = runner.run(sub, inputs, agent, max_llm_calls, usage)
+    return NodeResult(value=value, agent=agent)
+
+
+class Engine:
+    """Runs plans. One engine per flow run; `run` is called from the flow-run's thread."""
+
+    def __init__(
+        self,
+        runner: NodeRunner,
+        scope: PlanScope,
+        store: RunStore,
+        budgets: Budgets | None = None,
+        replanner: Replanner | None = None,
+        approver: Approver | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.runner = runner
+        self.scope = scope
+        self.store = store
+        self.budgets = budgets or Budgets()
+        self.replanner = replanner
+        self.approver = approver
+        self.observer = observer or NullObserver()
+        self._lock = threading.Lock()
+
+    # --- the loop -----------------------------------------------------------------
+
+    def run(self, valid: ValidPlan, run_key: str) -> RunReport:
+        plan = valid.plan
+        report = RunReport(
+            run_key=run_key, objective=plan.objective, status=RunStatus.RUNNING, plan=plan,
+            outcomes={t.id: NodeOutcome(id=t.id, title=t.title) for t in plan.tasks}, started=time.time(),
+        )
+        self._reuse_finished(report)
+        self.observer.on_plan(report)
+
+        running: dict[str, tuple[PrefectFuture, list[str], Usage, int]] = {}
+        replans = 0
+        while True:
+            stop = report.stopped_by or self._budget_exceeded(report, running)
+            if stop and not report.stopped_by:
+                report.stopped_by = stop
+                self._skip_pending(report, f"not started: {stop}")
+            if not report.stopped_by:
+                for sub in self._ready(report, running):
+                    if not self._start(sub, report, running):
+                        break
+            if not running:
+                if report.stopped_by or not self._ready(report, running):
+                    break
+                continue
+            done, _ = wait_futures([f for f, *_ in running.values()], timeout=POLL_S)
+            for node_id in [i for i, (f, *_) in running.items() if f in done]:
+                future, tried, usage, reserved = running.pop(node_id)
+                failed_for_good = self._finish(node_id, future, tried, usage, report)
+                if failed_for_good:
+                    replans = self._on_failure(node_id, report, replans)
+            if done:
+                self.observer.on_progress(report)
+
+        self._close(report)
+        return report
+
+    def _reuse_finished(self, report: RunReport) -> None:
+        finished = self.store.finished_results(report.run_key)
+        for sub in report.plan.tasks:
+            hit = finished.get((sub.id, sub.fingerprint()))
+            if hit is not None:
+                outcome = report.outcomes[sub.id]
+                outcome.status, outcome.agent, outcome.result = NodeStatus.COMPLETED, hit[0], hit[1]
+                outcome.reused, outcome.reason = True, "reused: finished in an earlier attempt of this run"
+
+    def _ready(self, report: RunReport, running: dict) -> list[SubTask]:
+        ready = []
+        for sub in report.plan.tasks:
+            outcome = report.outcomes[sub.id]
+            if outcome.status != NodeStatus.PENDING or sub.id in running:
+                continue
+            if all(report.outcomes[d].status not in (NodeStatus.PENDING, NodeStatus.RUNNING) for d in sub.depends_on):
+                ready.append(sub)
+        return ready
+
+    def _start(self, sub: SubTask, report: RunReport, running: dict) -> bool:
+        """Decide a ready sub-task: skip it, or submit it. False when nothing more may start now."""
+        outcome = report.outcomes[sub.id]
+        blocked = [d for d in sub.depends_on if report.outcomes[d].status != NodeStatus.COMPLETED]
+        if blocked:
+            outcome.status = NodeStatus.SKIPPED
+            outcome.reason = f"upstream {', '.join(blocked)} did not complete"
+            return True
+        inputs = {d: report.outcomes[d].result for d in sub.depends_on}
+        if sub.condition:
+            try:
+                go = parse_condition(sub.condition).evaluate(inputs)
+            except ConditionError as exc:
+                outcome.status, outcome.error = NodeStatus.FAILED, str(exc)
+                return True
+            if not go:
+                outcome.status, outcome.reason = NodeStatus.SKIPPED, f"condition false: {sub.condition}"
+                return True
+        if len(running) >= self.budgets.max_concurrency:
+            return False
+        calls = self._calls_available(report, running)
+        if calls < 1:
+            return False  # wait for running sub-tasks to hand back their reservations
+        if sub.approval and not self._approve(sub, inputs, report):
+            return True
+        tried: list[str] = []
+        usage = Usage()
+        reserved = min(sub.max_llm_calls, calls)
+        options: dict[str, Any] = {
+            "task_run_name": f"{sub.id}: {sub.title}"[:100],
+            "retries": sub.retries,
+            "timeout_seconds": sub.timeout_s,
+        }
+        if sub.retries:
+            options["retry_delay_seconds"] = exponential_backoff(backoff_factor=sub.retry_backoff_s)(sub.retries) if sub.retry_backoff_s else 0
+        future = run_subtask.with_options(**options).submit(self.runner, sub, inputs, reserved, tried, usage)
+        outcome.status, outcome.started = NodeStatus.RUNNING, time.time()
+        running[sub.id] = (future, tried, usage, reserved)
+        return True
+
+    def _approve(self, sub: SubTask, inputs: dict[str, Any], report: RunReport) -> bool:
+        outcome = report.outcomes[sub.id]
+        if self.approver is None:
+            outcome.status = NodeStatus.FAILED
+            outcome.error = "needs human approval, but this run has no approver; run it from a flow that can pause"
+            return False
+        report.status = RunStatus.PAUSED
+        self.observer.on_progress(report)
+        approved, note = self.approver(sub, inputs)
+        report.status = RunStatus.RUNNING
+        if not approved:
+            outcome.status, outcome.reason = NodeStatus.SKIPPED, f"rejected by a person: {note}"
+        return approved
+
+    def _finish(self, node_id: str, future: PrefectFuture, tried: list[str], usage: Usage, report: RunReport) -> bool:
+        outcome = report.outcomes[node_id]
+        outcome.finished = time.time()
+        outcome.attempts, outcome.agents_tried = len(tried), list(tried)
+        outcome.llm_calls, outcome.tokens = usage.llm_calls, usage.tokens
+        report.usage.llm_calls += usage.llm_calls
+        report.usage.tokens += usage.tokens
+        state = future.state
+        if state.is_completed():
+            result: NodeResult = state.result()
+            outcome.status, outcome.agent, outcome.result = NodeStatus.COMPLETED, result.agent, result.value
+            sub = report.plan.task(node_id)
+            self.store.save_result(report.run_key, node_id, sub.fingerprint(), result.agent, result.value)
+            self._record(report, node_id)
+            return False
+        outcome.status = NodeStatus.FAILED
+        outcome.agent = tried[-1] if tried else None
+        outcome.error = _state_error(state)
+        self._record(report, node_id)
+        return True
+
+    def _record(self, report: RunReport, node_id: str) -> None:
+        o = report.outcomes[node_id]
+        sub = report.plan.task(node_id)
+        self.store.record_node(report.run_key, node_id, o.agent, sub.capability, o.status.value,
+                               o.duration_s, o.attempts, o.error)
+
+    def _on_failure(self, node_id: str, report: RunReport, replans: int) -> int:
+        error = report.outcomes[node_id].error or "failed"
+        while self.replanner is not None and replans < self.budgets.max_replans:
+            replans += 1
+            try:
+                revised = self._replan(node_id, error, report)
+            except Exception as exc:  # noqa: BLE001  (a bad revision must not lose the run)
+                report.revisions.append(Revision(after_failure_of=node_id, error=f"replan failed: {exc}", plan=report.plan))
+                continue
+            self.observer.on_revision(report, report.revisions[-1])
+            return replans
+        if report.plan.on_failure == "fail_fast" and not report.stopped_by:
+            report.stopped_by = f"sub-task {node_id} failed: {error}"
+            self._skip_pending(report, f"not started: run stopped after {node_id} failed")
+        return replans
+
+    def _replan(self, node_id: str, error: str, report: RunReport) -> Plan:
+        """Ask for a revised graph of the remaining work; finished sub-tasks stay as they are.
+
+        Completed and skipped sub-tasks are kept and never redone; the failed one and
+        everything not started may be replaced (a retry under the failed id is allowed).
+        """
+        request = ReplanRequest(objective=report.objective, plan=report.plan, finished=report.results,
+                                failed=node_id, error=error)
+        proposal = self.replanner(request)
+        settled = {i for i, o in report.outcomes.items() if o.status in (NodeStatus.COMPLETED, NodeStatus.SKIPPED)}
+        clashes = sorted(t.id for t in proposal.tasks if t.id in settled)
+        if clashes:
+            raise PlanInvalid([PlanError(task=c, field="id", message="this sub-task already finished; "
+                                         "finished sub-tasks are never redone, use a new id") for c in clashes])
+        kept = [t for t in report.plan.tasks if t.id in settled]
+        merged = Plan(objective=report.plan.objective, rationale=proposal.rationale or report.plan.rationale,
+                      tasks=kept + list(proposal.tasks), on_failure=report.plan.on_failure)
+        validate_plan(merged, self.scope)
+        for sub in report.plan.tasks:
+            if sub.id not in settled:
+                report.outcomes.pop(sub.id, None)
+        for sub in proposal.tasks:
+            report.outcomes[sub.id] = NodeOutcome(id=sub.id, title=sub.title)
+        report.plan = merged
+        report.revisions.append(Revision(after_failure_of=node_id, error=error, plan=merged))
+        return merged
+
+    def _skip_pending(self, report: RunReport, reason: str) -> None:
+        for outcome in report.outcomes.values():
+            if outcome.status == NodeStatus.PENDING:
+                outcome.status, outcome.reason = NodeStatus.SKIPPED, reason
+
+    def _calls_available(self, report: RunReport, running: dict) -> int:
+        reserved = sum(r for *_, r in running.values())
+        return self.budgets.max_llm_calls - report.usage.llm_calls - reserved
+
+    def _budget_exceeded(self, report: RunReport, running: dict) -> str | None:
+        b, used = self.budgets, report.usage
+        if time.time() - report.started >= b.max_wall_s:
+            return f"budget max_wall_s={b.max_wall_s:g} reached"
+        if used.tokens >= b.max_tokens:
+            return f"budget max_tokens={b.max_tokens} reached ({used.tokens} used)"
+        if not running and self._ready(report, running) and self._calls_available(report, running) < 1:
+            return f"budget max_llm_calls={b.max_llm_calls} reached ({used.llm_calls} used)"
+        return None
+
+    def _close(self, report: RunReport) -> None:
+        report.finished = time.time()
+        statuses = {o.status for o in report.outcomes.values()}
+        if report.stopped_by or NodeStatus.FAILED in statuses and report.plan.on_failure == "fail_fast":
+            report.status = RunStatus.FAILED
+        elif NodeStatus.FAILED in statuses and not any(o.status == NodeStatus.COMPLETED for o in report.outcomes.values()):
+            report.status = RunStatus.FAILED
+        else:
+            report.status = RunStatus.COMPLETED
+        self.observer.on_finish(report)
+
+
+def _state_error(state: Any) -> str:
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001  (we want the message whatever it is)
+        return f"{type(exc).__name__}: {exc}"
+    return state.message or state.name

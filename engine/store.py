@@ -1,0 +1,195 @@
+"""The run store: finished sub-task results (for resuming) and run outcomes (for learning).
+
+SQLite under Foreman's home. Resuming: a finished sub-task's result is saved the
+moment it completes, keyed by the run and the sub-task's fingerprint, so re-running a
+crashed or cancelled run redoes none of them. Learning: each run's objective, plan,
+statuses, durations, failures and revisions are kept; the planner is shown the most
+similar past runs, and agent selection reads each agent's record from here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_results (
+    run_key TEXT NOT NULL, node_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    agent TEXT, result TEXT NOT NULL, finished_at REAL NOT NULL,
+    PRIMARY KEY (run_key, node_id, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_key TEXT PRIMARY KEY, objective TEXT NOT NULL, status TEXT NOT NULL,
+    stopped_by TEXT, plan TEXT NOT NULL, revisions TEXT NOT NULL,
+    started_at REAL NOT NULL, duration_s REAL NOT NULL, summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_outcomes (
+    run_key TEXT NOT NULL, node_id TEXT NOT NULL, agent TEXT, capability TEXT,
+    status TEXT NOT NULL, duration_s REAL NOT NULL, attempts INTEGER NOT NULL,
+    error TEXT, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS node_outcomes_agent ON node_outcomes (agent, at);
+"""
+
+WORD = re.compile(r"[a-z0-9]+")
+STOP_WORDS = frozenset("a an and are as at be by for from in into is it of on or the to with".split())
+
+
+class AgentStats(BaseModel):
+    agent: str
+    runs: int
+    successes: int
+    mean_duration_s: float
+    consecutive_failures: int
+    last_failure_at: float | None
+
+    @property
+    def success_rate(self) -> float:
+        """Laplace-smoothed, so one lucky run does not beat a long good record."""
+        return (self.successes + 1) / (self.runs + 2)
+
+
+class PastRun(BaseModel):
+    objective: str
+    status: str
+    stopped_by: str | None
+    summary: str
+    similarity: float
+
+
+class RunStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.row_factory = sqlite3.Row
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    # --- resuming ---------------------------------------------------------------
+
+    def save_result(self, run_key: str, node_id: str, fingerprint: str, agent: str | None, result: Any) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO node_results VALUES (?, ?, ?, ?, ?, ?)",
+                (run_key, node_id, fingerprint, agent, json.dumps(result, default=str), time.time()),
+            )
+
+    def finished_results(self, run_key: str) -> dict[tuple[str, str], tuple[str | None, Any]]:
+        """(node id, fingerprint) -> (agent, result) for every sub-task this run finished."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT node_id, fingerprint, agent, result FROM node_results WHERE run_key = ?", (run_key,)
+            ).fetchall()
+        return {(r["node_id"], r["fingerprint"]): (r["agent"], json.loads(r["result"])) for r in rows}
+
+    # --- learning ---------------------------------------------------------------
+
+    def record_node(self, run_key: str, node_id: str, agent: str | None, capability: str | None,
+                    status: str, duration_s: float, attempts: int, error: str | None) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO node_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_key, node_id, agent, capability, status, duration_s, attempts, error, time.time()),
+            )
+
+    def record_run(self, run_key: str, objective: str, status: str, stopped_by: str | None,
+                   plan: dict, revisions: list[dict], started_at: float, duration_s: float, summary: str) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_key, objective, status, stopped_by, json.dumps(plan), json.dumps(revisions),
+                 started_at, duration_s, summary),
+            )
+
+    def agent_stats(self, window: int = 50) -> dict[str, AgentStats]:
+        """Each agent's record over its last `window` sub-tasks."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT agent, status, duration_s, at FROM node_outcomes"
+                " WHERE agent IS NOT NULL AND status IN ('COMPLETED', 'FAILED') ORDER BY at DESC"
+            ).fetchall()
+        by_agent: dict[str, list[sqlite3.Row]] = {}
+        for row in rows:
+            bucket = by_agent.setdefault(row["agent"], [])
+            if len(bucket) < window:
+                bucket.append(row)
+        stats = {}
+        for agent, items in by_agent.items():
+            streak = 0
+            for row in items:  # newest first
+                if row["status"] != "FAILED":
+                    break
+                streak += 1
+            failures = [r["at"] for r in items if r["status"] == "FAILED"]
+            stats[agent] = AgentStats(
+                agent=agent,
+                runs=len(items),
+                successes=sum(r["status"] == "COMPLETED" for r in items),
+                mean_duration_s=sum(r["duration_s"] for r in items) / len(items),
+                consecutive_failures=streak,
+                last_failure_at=max(failures) if failures else None,
+            )
+        return stats
+
+    def similar_runs(self, objective: str, limit: int = 3) -> list[PastRun]:
+        """Past runs whose objectives share the most distinctive words with this one (TF-IDF cosine)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT objective, status, stopped_by, summary FROM runs ORDER BY started_at DESC LIMIT 500"
+            ).fetchall()
+        if not rows:
+            return []
+        docs = [_terms(r["objective"]) for r in rows]
+        frequency = Counter(t for doc in docs for t in set(doc))
+        idf = {t: math.log((1 + len(docs)) / (1 + n)) + 1 for t, n in frequency.items()}
+        query = _vector(_terms(objective), idf)
+        scored = []
+        for row, doc in zip(rows, docs):
+            score = _cosine(query, _vector(doc, idf))
+            if score > 0:
+                scored.append(PastRun(objective=row["objective"], status=row["status"],
+                                      stopped_by=row["stopped_by"], summary=row["summary"], similarity=round(score, 3)))
+        return sorted(scored, key=lambda r: -r.similarity)[:limit]
+
+
+def _terms(text: str) -> list[str]:
+    return [w for w in WORD.findall(text.lower()) if w not in STOP_WORDS]
+
+
+def _vector(terms: list[str], idf: dict[str, float]) -> dict[str, float]:
+    counts = Counter(terms)
+    return {t: n * idf.get(t, 1.0) for t, n in counts.items()}
+
+
+def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
+    dot = sum(v * b.get(t, 0.0) for t, v in a.items())
+    norm = math.sqrt(sum(v * v for v in a.values())) * math.sqrt(sum(v * v for v in b.values()))
+    return dot / norm if norm else 0.0
+
+
+def run_store(path: Path | None = None) -> RunStore:
+    if path is None:
+        from foreman.settings import get_settings
+
+        path = get_settings().home / "runs.sqlite3"
+    return RunStore(path)
