@@ -300,6 +300,7 @@ class Engine:
         outcome.llm_calls, outcome.tokens = usage.llm_calls, usage.tokens
         report.usage.llm_calls += usage.llm_calls
         report.usage.tokens += usage.tokens
+        future.wait()  # sets the final state from the worker thread, not from the API's lagging copy
         state = future.state
         if state.is_completed():
             result: NodeResult = state.result()

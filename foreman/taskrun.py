@@ -84,11 +84,13 @@ def run_task(
     )
     if task.is_successful():
         return task.result
-    if task.is_failed():
-        raise TaskNotCompleted(task, str(task.result or "the agent marked it failed"))
     limit = max_llm_calls or task.max_llm_calls
-    raise TaskNotCompleted(
-        task,
+    out_of_calls = (
         f"the agent stopped without completing it (model-call budget of {limit} used up); "
-        "raise the budget or use a more capable model (FOREMAN_MODEL)",
+        "raise the budget or use a more capable model (FOREMAN_MODEL)"
     )
+    if task.is_failed():
+        reason = str(task.result or "the agent marked it failed")
+        # ControlFlow's own wording when Task.max_llm_calls ends it
+        raise TaskNotCompleted(task, out_of_calls if "Max LLM calls reached" in reason else reason)
+    raise TaskNotCompleted(task, out_of_calls)

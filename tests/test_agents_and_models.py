@@ -122,3 +122,15 @@ def test_choice_and_structured_results_run_inside_prefect(
         return run_task(task, audit=ToolEnv.from_settings().audit)
 
     assert choose() == expected
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_task_that_succeeds_on_its_last_allowed_call_stays_successful(foreman_home) -> None:
+    model = ScriptedChatModel(replies=[ScriptedReply(content="thinking"), succeed(7)])
+
+    @flow
+    def last_call():
+        task = cf.Task("count", result_type=int, agents=[cf.Agent(name="a", model=model)])
+        return run_task(task, audit=ToolEnv.from_settings().audit, max_llm_calls=2), task.status.value
+
+    assert last_call() == (7, "SUCCESSFUL")

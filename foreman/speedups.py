@@ -1,0 +1,167 @@
+"""Cut ControlFlow's per-turn Prefect bookkeeping so concurrent sub-tasks really run concurrently.
+
+Why this exists
+---------------
+ControlFlow 0.12.1 wraps three internal methods in Prefect tasks (`prefect_task`, applied
+at import time as decorators):
+
+* `Orchestrator._run` / `_run_async`   -> a task run "Run agent orchestrator" per `Task.run()`
+* `Agent._run_model` / `_run_model_async` -> a task run "Call LLM" per model call
+* `Tool.run` / `run_async`            -> a task run "Tool call: <name>" per tool call
+
+and creates a Prefect markdown artifact after every model reply and every tool call.
+Measured with `bench/overhead_profile.py` (2 cores, scripted model), this is most of the
+CPU a one-turn step costs, and it has three worse properties than cost:
+
+1. **It grows with the life of the process.** Each nested task run walks its parameters
+   with Prefect's `visit_collection` to find upstream futures. The parameters include
+   `self` (the Orchestrator, the Agent, the Tool), and the Orchestrator reaches its Flow,
+   whose default history is ControlFlow's single process-wide `InMemoryHistory` -- every
+   event of every ControlFlow task ever run in the process. Per-step CPU rose from ~100 ms
+   (5 steps run) to ~300 ms (80 steps run) in one process.
+2. **It crashes concurrent steps.** That walk iterates the global history dict while other
+   threads insert into it: `RuntimeError: dictionary changed size during iteration` failed
+   1-2 of 8 steps submitted together from one Prefect flow.
+3. **It binds `self` through a shared function object.** Prefect's `Task.__get__` stores the
+   instance on the wrapped function (`fn.__prefect_self__`), which all instances share, so
+   two threads calling the same method of two objects race between binding and reading it.
+
+The CPU holds the GIL, so on a small machine the bookkeeping of N concurrent steps runs
+one after another, and the flow's wall time grows with N instead of staying near the
+model's latency.
+
+What `apply_speedups()` changes, and why each change is safe
+-----------------------------------------------------------
+* `nested_task_runs=False` (default): the six methods above are replaced by the plain
+  functions the decorator wrapped (`Task.fn`), so they run as ordinary methods, in the
+  caller's Prefect task run. The bodies are ControlFlow's own, unchanged: same events, same
+  handlers, same tool execution, same results; only the Prefect task-run wrapper goes.
+  Nothing in ControlFlow relies on those runs (they use `cache_policy=NONE`, no retries,
+  no result persistence). What remains: the Prefect task run Foreman creates for each
+  sub-task (what the UI shows), its state, logs and events; the Foreman audit log (written
+  by the tool wrappers, not by Prefect); ControlFlow's event handlers.
+  *What you lose:* the "Run agent orchestrator", "Call LLM" and "Tool call: X" task runs
+  nested under each sub-task in the Prefect UI. Tool calls and model replies still appear
+  in the sub-task's run log, written by `foreman.taskrun.RunLogHandler` ("agent calls
+  tool(args)", "tool X returned: ..."), and in the audit log.
+* `artifacts=False` (default): ControlFlow's `create_markdown_artifact` calls (one per model
+  reply, one per tool call; each a blocking HTTP request to the Prefect API) become no-ops.
+  *What you lose:* the "agent-message" and "tool-result" markdown artifacts in the UI. Their
+  content (reply text, tool name, arguments, result) is in the run log and the audit log.
+
+Both are monkeypatches because ControlFlow 0.12.1 has no setting for either
+(`controlflow/settings.py` has none about Prefect tasks or artifacts, and
+`controlflow.utilities.prefect.prefect_task` is applied at import time, so changing it
+later has no effect; the decorated objects themselves must be replaced). They are applied
+at the class/module level, process-wide, and `apply_speedups(nested_task_runs=True,
+artifacts=True)` restores ControlFlow's stock behaviour exactly. If ControlFlow changes
+shape (another version), the affected cut is skipped with a warning rather than guessed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import warnings
+from typing import Any
+
+import controlflow  # noqa: F401  (ControlFlow's modules must exist before we patch them)
+
+logger = logging.getLogger("foreman.speedups")
+
+# (module, class, attribute): the methods ControlFlow decorated with `prefect_task`.
+NESTED_TASK_METHODS: tuple[tuple[str, str, str], ...] = (
+    ("controlflow.orchestration.orchestrator", "Orchestrator", "_run"),
+    ("controlflow.orchestration.orchestrator", "Orchestrator", "_run_async"),
+    ("controlflow.agents.agent", "Agent", "_run_model"),
+    ("controlflow.agents.agent", "Agent", "_run_model_async"),
+    ("controlflow.tools.tools", "Tool", "run"),
+    ("controlflow.tools.tools", "Tool", "run_async"),
+)
+
+# Modules that imported `create_markdown_artifact` by name and call it per reply / tool call.
+ARTIFACT_MODULES: tuple[str, ...] = ("controlflow.agents.agent", "controlflow.tools.tools")
+
+_lock = threading.Lock()
+_original_methods: dict[tuple[str, str, str], Any] = {}
+_original_artifact_fns: dict[str, Any] = {}
+
+
+def _no_artifact(*args: Any, **kwargs: Any) -> None:
+    """Stands in for ControlFlow's `create_markdown_artifact` (see `apply_speedups`)."""
+    return None
+
+
+def _set_nested_task_runs(enabled: bool) -> None:
+    from prefect.tasks import Task as PrefectTask
+
+    for key in NESTED_TASK_METHODS:
+        module_name, class_name, attr = key
+        cls = getattr(importlib.import_module(module_name), class_name)
+        current = cls.__dict__.get(attr)
+        if enabled:
+            if key in _original_methods:
+                setattr(cls, attr, _original_methods.pop(key))
+            continue
+        if key in _original_methods:
+            continue  # already unwrapped
+        if not isinstance(current, PrefectTask) or not callable(getattr(current, "fn", None)):
+            warnings.warn(
+                f"foreman.speedups: {class_name}.{attr} is not a Prefect task in this "
+                f"ControlFlow version; left as it is",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        _original_methods[key] = current
+        # A plain function in the class dict binds `self` like any method.
+        setattr(cls, attr, current.fn)
+
+
+def _set_artifacts(enabled: bool) -> None:
+    for module_name in ARTIFACT_MODULES:
+        module = importlib.import_module(module_name)
+        if enabled:
+            if module_name in _original_artifact_fns:
+                module.create_markdown_artifact = _original_artifact_fns.pop(module_name)
+            continue
+        if module_name in _original_artifact_fns:
+            continue
+        if not hasattr(module, "create_markdown_artifact"):
+            warnings.warn(
+                f"foreman.speedups: {module_name} has no create_markdown_artifact in this "
+                f"ControlFlow version; left as it is",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        _original_artifact_fns[module_name] = module.create_markdown_artifact
+        module.create_markdown_artifact = _no_artifact
+
+
+def apply_speedups(*, nested_task_runs: bool = False, artifacts: bool = False) -> None:
+    """Make ControlFlow's per-turn Prefect bookkeeping match the flags. Idempotent.
+
+    `nested_task_runs=False` removes ControlFlow's "Run agent orchestrator", "Call LLM" and
+    "Tool call: X" Prefect task runs (the work runs inside the caller's task run; tool calls
+    show as log lines of that run). `artifacts=False` stops the per-reply and per-tool-call
+    markdown artifacts. Passing True for both restores ControlFlow's stock behaviour.
+    Call it before runs start (it patches classes process-wide, not per run).
+    """
+    with _lock:
+        _set_nested_task_runs(nested_task_runs)
+        _set_artifacts(artifacts)
+    logger.debug(
+        "ControlFlow speedups: nested task runs %s, artifacts %s",
+        "on" if nested_task_runs else "off",
+        "on" if artifacts else "off",
+    )
+
+
+def speedups_state() -> dict[str, bool]:
+    """Which cuts are in effect: True means that ControlFlow feature is switched off."""
+    return {
+        "nested_task_runs_off": bool(_original_methods),
+        "artifacts_off": bool(_original_artifact_fns),
+    }
