@@ -121,6 +121,12 @@ class RunStore:
                  started_at, duration_s, summary),
             )
 
+    def stored_plan(self, run_key: str) -> dict | None:
+        """The plan a run started with (or was revised to), so a re-run resumes the same graph."""
+        with self._connect() as db:
+            row = db.execute("SELECT plan FROM runs WHERE run_key = ?", (run_key,)).fetchone()
+        return json.loads(row["plan"]) if row else None
+
     def agent_stats(self, window: int = 50) -> dict[str, AgentStats]:
         """Each agent's record over its last `window` sub-tasks."""
         with self._connect() as db:

@@ -1,0 +1,168 @@
+"""The planner agent (Level 7): turns an objective into a `Plan`, and repairs or revises it.
+
+It is a ControlFlow task whose result type is a draft plan whose agent and tool fields
+are enums of the registry's agents and the flow's tools, so a model that decodes under
+the schema (the embedded one does) cannot invent them. Validation still checks
+everything: an invalid draft goes back to the planner with the exact errors, a
+bounded number of times.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+import controlflow as cf
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, Field, create_model
+
+from foreman import compat  # noqa: F401
+from foreman.agents.registry import AgentRegistry
+from foreman.engine.executor import ReplanRequest
+from foreman.engine.plan import ID_PATTERN, Plan, ResultKind, SubTask
+from foreman.engine.store import PastRun
+from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
+from foreman.taskrun import run_task
+from foreman.tools.audit import AuditLog
+from foreman.tools.catalog import CATALOG
+
+PLANNER_INSTRUCTIONS = """\
+You are a planner. Break the objective into a small graph of sub-tasks that agents can do.
+- Use as few sub-tasks as the objective needs (often 1 to 4). Each has a short snake_case id.
+- Give each sub-task to the agent whose description fits, and grant only the tools it needs.
+- depends_on lists the ids whose results a sub-task needs; sub-tasks without dependencies run in parallel.
+- A condition (optional) is an expression over results of sub-tasks it depends on, e.g. `count > 3`.
+- Explain the breakdown in one or two sentences in the rationale.
+"""
+
+
+class PlanningFailed(RuntimeError):
+    """The planner did not produce a valid plan within its repair budget. Nothing ran."""
+
+    def __init__(self, errors: list[str], attempts: int) -> None:
+        self.errors = errors
+        self.attempts = attempts
+        super().__init__(
+            f"no valid plan after {attempts} attempt(s); last errors:\n" + "\n".join(f"- {e}" for e in errors)
+        )
+
+
+class PlanAttempt(BaseModel):
+    plan: Plan | None
+    errors: list[str] = Field(default_factory=list)
+
+
+class PlanningOutcome(BaseModel):
+    valid: ValidPlan
+    attempts: list[PlanAttempt]
+
+    @property
+    def repaired(self) -> bool:
+        return len(self.attempts) > 1
+
+
+def draft_schema(scope: PlanScope, max_tasks: int | None = None) -> type[BaseModel]:
+    """The result type the planner fills: agents and tools as enums, arrays capped."""
+    agent_enum = Enum("AgentName", {name: name for name in scope.agents}, type=str)
+    tool_names = [t for t in scope.allowed_tools if t in scope.tools]
+    tool_enum = Enum("ToolName", {name: name for name in tool_names}, type=str) if tool_names else str
+    draft_task = create_model(
+        "DraftTask",
+        id=(str, Field(pattern=ID_PATTERN, max_length=40)),
+        title=(str, Field(max_length=80)),
+        instructions=(str, Field(max_length=600)),
+        agent=(agent_enum, ...),
+        tools=(list[tool_enum], Field(default_factory=list, max_length=4)),
+        depends_on=(list[str], Field(default_factory=list, max_length=5)),
+        result=(ResultKind, ResultKind.TEXT),
+        condition=(str | None, None),
+    )
+    return create_model(
+        "DraftPlan",
+        rationale=(str, Field(max_length=400)),
+        tasks=(list[draft_task], Field(min_length=1, max_length=max_tasks or scope.max_nodes)),
+    )
+
+
+def to_plan(draft: Any, objective: str) -> Plan:
+    """Draft (enum-typed) -> Plan (plain data). Pydantic errors here are validation errors too."""
+    data = draft.model_dump(mode="json") if isinstance(draft, BaseModel) else dict(draft)
+    return Plan(
+        objective=objective,
+        rationale=data.get("rationale", ""),
+        tasks=[SubTask(**{k: v for k, v in t.items() if v is not None}) for t in data.get("tasks", [])],
+    )
+
+
+def catalogue(scope: PlanScope, agents: AgentRegistry) -> dict[str, Any]:
+    """What the planner is shown about agents and tools."""
+    return {
+        "agents": [
+            {"name": s.name, "description": s.description, "capabilities": s.capabilities, "may_use_tools": s.tools}
+            for s in agents.specs() if s.name in scope.agents
+        ],
+        "tools": [{"name": n, "does": CATALOG[n].summary} for n in scope.allowed_tools if n in CATALOG],
+    }
+
+
+class Planner:
+    """Writes, repairs and revises plans with one ControlFlow agent."""
+
+    def __init__(self, scope: PlanScope, agents: AgentRegistry, model: BaseChatModel, audit: AuditLog,
+                 *, max_repairs: int = 2, max_llm_calls: int = 4) -> None:
+        self.scope = scope
+        self.agents = agents
+        self.audit = audit
+        self.max_repairs = max_repairs
+        self.max_llm_calls = max_llm_calls
+        self.agent = cf.Agent(name="planner", description="Plans sub-task graphs.",
+                              instructions=PLANNER_INSTRUCTIONS, model=model, tools=[])
+
+    def _draft(self, objective: str, context: dict[str, Any], title: str) -> Plan:
+        task = cf.Task(
+            objective=title,
+            name="plan",
+            result_type=draft_schema(self.scope),
+            context={"objective": objective, **catalogue(self.scope, self.agents), **context},
+            agents=[self.agent],
+        )
+        draft = run_task(task, audit=self.audit, max_llm_calls=self.max_llm_calls)
+        return to_plan(draft, objective)
+
+    def plan(self, objective: str, *, parameters: dict[str, Any] | None = None,
+             lessons: list[PastRun] | None = None) -> PlanningOutcome:
+        """A valid plan for `objective`, repaired up to `max_repairs` times, or `PlanningFailed`."""
+        attempts: list[PlanAttempt] = []
+        context: dict[str, Any] = {"parameters": parameters or {},
+                                   "lessons_from_similar_past_runs": [l.model_dump() for l in lessons or []]}
+        title = f"Write a plan for this objective: {objective}"
+        for _ in range(1 + self.max_repairs):
+            try:
+                plan = self._draft(objective, context, title)
+                valid = validate_plan(plan, self.scope)
+            except PlanInvalid as exc:
+                errors = [str(e) for e in exc.errors]
+                attempts.append(PlanAttempt(plan=plan, errors=errors))
+                context["previous_plan"] = plan.model_dump(mode="json", exclude={"objective"})
+            except Exception as exc:  # noqa: BLE001  (malformed output: tell the planner, try again)
+                errors = [f"{type(exc).__name__}: {exc}"]
+                attempts.append(PlanAttempt(plan=None, errors=errors))
+            else:
+                attempts.append(PlanAttempt(plan=plan))
+                return PlanningOutcome(valid=valid, attempts=attempts)
+            context["errors_to_fix"] = errors
+            title = f"Repair the previous plan for this objective, fixing every listed error: {objective}"
+        raise PlanningFailed(attempts[-1].errors, len(attempts))
+
+    def replan(self, request: ReplanRequest) -> Plan:
+        """New sub-tasks for the remaining work after a failure; finished ones are given, not redone."""
+        context = {
+            "finished_results": request.finished,
+            "failed_subtask": request.failed,
+            "error": request.error,
+            "current_plan": request.plan.model_dump(mode="json", exclude={"objective"}),
+            "rule": "Return only the sub-tasks still to do. Do not reuse ids of finished sub-tasks; "
+                    "you may depend on them.",
+        }
+        title = f"Sub-task {request.failed} failed. Revise the remaining plan for: {request.objective}"
+        return self._draft(request.objective, context, title)
