@@ -33,13 +33,7 @@ def _ui_hint() -> str:
     return "Runs used a temporary Prefect server; start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api to keep them in the UI at http://127.0.0.1:4200"
 
 
-@app.command()
-def run(
-    query: Annotated[str, typer.Argument(help="What to look for in the workspace.")],
-    directory: Annotated[Optional[Path], typer.Option(help="Folder to search (default: FOREMAN_WORKSPACE).")] = None,
-    max_llm_calls: Annotated[int, typer.Option(help="Model-call budget per task.")] = 8,
-) -> None:
-    """Run the file-search flow over a folder and print what the agent found."""
+def _check_model(out: Console | None = None) -> None:
     from foreman.agents.models import ModelConfigError, check_model_settings, describe_model
     from foreman.settings import get_settings
 
@@ -48,19 +42,122 @@ def run(
         check_model_settings(settings)
     except ModelConfigError as exc:
         _fail(str(exc))
-    console.print(f"[dim]{describe_model(settings)}[/dim]")
+    (out or console).print(f"[dim]{describe_model(settings)}[/dim]", highlight=False)
 
+
+@app.command()
+def run(
+    objective: Annotated[str, typer.Argument(help="What you want done, in plain words.")],
+    workspace: Annotated[Optional[Path], typer.Option(help="Folder the agents may read (default: FOREMAN_WORKSPACE).")] = None,
+    allow_write: Annotated[bool, typer.Option(help="Let sub-tasks write files in the workspace.")] = False,
+    allow_code: Annotated[bool, typer.Option(help="Let sub-tasks run Python in the sandbox.")] = False,
+    max_llm_calls: Annotated[int, typer.Option(help="Model-call budget for the whole run.")] = 60,
+    max_concurrency: Annotated[int, typer.Option(help="Sub-tasks running at once.")] = 4,
+    resume: Annotated[Optional[str], typer.Option(help="Run key of an earlier run to resume.")] = None,
+) -> None:
+    """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
+    _check_model()
+    from foreman.agents.planner import PlanningFailed
+    from foreman.flows.planner import plan_and_run
+
+    state = plan_and_run(objective=objective, workspace=str(workspace) if workspace else None,
+                         allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
+                         max_concurrency=max_concurrency, resume=resume, return_state=True)
+    run_id = state.state_details.flow_run_id
+    if state.is_failed():
+        try:
+            state.result()
+        except PlanningFailed as exc:
+            console.print(f"[red]planning failed, nothing ran:[/red] {exc}", highlight=False)
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[red]run failed:[/red] {exc}", highlight=False)
+        console.print(f"[dim]{_ui_hint()}[/dim]")
+        raise typer.Exit(code=1)
+    result = state.result()
+    table = Table("sub-task", "status", "result")
+    for sub in result.plan.tasks:
+        status = result.statuses.get(sub.id)
+        shown = result.results.get(sub.id, "")
+        table.add_row(sub.id, status.value if status else "-", str(shown)[:100])
+    console.print(table)
+    if result.reused:
+        console.print(f"reused finished sub-tasks: {', '.join(result.reused)}")
+    colour = "green" if result.status.value == "COMPLETED" else "red"
+    console.print(f"[{colour}]{result.status.value}[/{colour}]" + (f" (stopped by {result.stopped_by})" if result.stopped_by else ""))
+    console.print(f"[bold]answer:[/bold] {result.answer}", highlight=False)
+    console.print(f"[dim]{result.llm_calls} model calls, {result.tokens} tokens, {result.duration_s:.1f} s; "
+                  f"run key {result.run_key} (resume with --resume); audit: foreman audit {run_id}[/dim]")
+    console.print(f"[dim]{_ui_hint()}[/dim]")
+
+
+@app.command()
+def plan(
+    objective: Annotated[str, typer.Argument(help="What you want done.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Plan as JSON on stdout, nothing else.")] = False,
+    allow_write: Annotated[bool, typer.Option(help="Let sub-tasks write files.")] = False,
+    allow_code: Annotated[bool, typer.Option(help="Let sub-tasks run Python.")] = False,
+) -> None:
+    """Show the validated plan for OBJECTIVE without running it."""
+    import logging
+
+    out = Console(stderr=True) if as_json else console  # keep stdout for the JSON alone
+    prefect_logger = logging.getLogger("prefect")
+    level = prefect_logger.level
+    if as_json:
+        prefect_logger.setLevel(logging.WARNING)
+    try:
+        _plan(objective, as_json, allow_write, allow_code, out)
+    finally:
+        prefect_logger.setLevel(level)
+
+
+def _plan(objective: str, as_json: bool, allow_write: bool, allow_code: bool, out: Console) -> None:
+    import sys
+
+    _check_model(out)
+    from foreman.agents.planner import PlanningFailed
+    from foreman.engine.explain import mermaid
+    from foreman.flows.planner import plan_objective
+
+    try:
+        outcome = plan_objective(objective, allow_write=allow_write, allow_code=allow_code)
+    except PlanningFailed as exc:
+        out.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(code=1) from None
+    valid = outcome.valid
+    if as_json:
+        sys.stdout.write(valid.plan.model_dump_json(indent=2) + "\n")
+        return
+    console.print(f"[bold]why:[/bold] {valid.plan.rationale}", highlight=False)
+    table = Table("id", "title", "agent", "tools", "depends on", "condition")
+    for t in valid.plan.tasks:
+        table.add_row(t.id, t.title, t.agent or f"capability {t.capability}", ", ".join(t.tools) or "-",
+                      ", ".join(t.depends_on) or "-", t.condition or "-")
+    console.print(table)
+    console.print(f"order: {' -> '.join(valid.order)}  (depth {valid.depth}"
+                  + (f", repaired after {len(outcome.attempts) - 1} invalid draft(s))" if outcome.repaired else ")"))
+    console.print(mermaid(valid.plan), highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for in the workspace.")],
+    directory: Annotated[Optional[Path], typer.Option(help="Folder to search (default: FOREMAN_WORKSPACE).")] = None,
+    max_llm_calls: Annotated[int, typer.Option(help="Model-call budget per task.")] = 8,
+) -> None:
+    """Run the file-search flow over a folder and print what the agent found."""
+    _check_model()
     from foreman.flows.file_search import file_search
 
     state = file_search(query=query, directory=str(directory) if directory else None,
                         max_llm_calls=max_llm_calls, return_state=True)
     if state.is_failed():
-        console.print(f"[red]run failed:[/red] {state.message}")
+        console.print(f"[red]run failed:[/red] {state.message}", highlight=False)
         console.print(_ui_hint())
         raise typer.Exit(code=1)
     result = state.result()
-    console.print(f"[bold]files:[/bold] {', '.join(result.files) or '(none)'}")
-    console.print(f"[bold]findings:[/bold] {result.findings}")
+    console.print(f"[bold]files:[/bold] {', '.join(result.files) or '(none)'}", highlight=False)
+    console.print(f"[bold]findings:[/bold] {result.findings}", highlight=False)
     console.print(f"[dim]audit: foreman audit {state.state_details.flow_run_id}[/dim]")
     console.print(f"[dim]{_ui_hint()}[/dim]")
 

@@ -91,7 +91,7 @@ def test_audit_of_unknown_run_says_how_to_find_runs(foreman_home) -> None:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_run_prints_findings_model_and_where_to_look(foreman_home, workspace: Path) -> None:
+def test_search_prints_findings_model_and_where_to_look(foreman_home, workspace: Path) -> None:
     script = {
         "find": [succeed(["report.txt"])],
         "analysis": [succeed("Backups failed twice in Q3.")],
@@ -100,10 +100,54 @@ def test_run_prints_findings_model_and_where_to_look(foreman_home, workspace: Pa
         responder=lambda turn: script["analysis" if "read_file" in turn.tool_names else "find"].pop(0)
     )
     with use_model(model):
-        out = runner.invoke(app, ["run", "backup", "--directory", str(workspace)], terminal_width=250)
+        out = runner.invoke(app, ["search", "backup", "--directory", str(workspace)], terminal_width=250)
     assert out.exit_code == 0, out.output
     assert "model: embedded llama.cpp" in out.output  # every run says which model and how to switch
     assert "FOREMAN_MODEL=openai/" in out.output
     assert "files: report.txt" in out.output
     assert "Backups failed twice" in out.output
     assert "foreman audit " in out.output
+
+
+def _planning_model() -> ScriptedChatModel:
+    from foreman.agents.scripted import succeed_model
+
+    def respond(turn):
+        text = "\n".join(str(m.content) for m in turn.messages)
+        if "a plan for this objective" in text:
+            return succeed_model(rationale="look, then tell", tasks=[
+                {"id": "look", "title": "Look", "instructions": "List files.", "agent": "researcher", "tools": ["list_files"]},
+                {"id": "tell", "title": "Tell", "instructions": "Say it.", "agent": "writer", "depends_on": ["look"]},
+            ])
+        if "Answer the objective" in text:
+            return succeed("Five files.")
+        return succeed("done")
+
+    return ScriptedChatModel(responder=respond)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_plan_json_prints_only_the_plan_on_stdout(foreman_home) -> None:
+    with use_model(_planning_model()):
+        out = runner.invoke(app, ["plan", "count the files", "--json"])
+    assert out.exit_code == 0, out.output
+    plan = json.loads(out.stdout)
+    assert [t["id"] for t in plan["tasks"]] == ["look", "tell"]
+    assert plan["rationale"] == "look, then tell"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_plan_shows_table_and_graph(foreman_home) -> None:
+    with use_model(_planning_model()):
+        out = runner.invoke(app, ["plan", "count the files"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "look -> tell" in out.output and "graph TD" in out.output and "researcher" in out.output
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_run_plans_runs_and_prints_the_answer(foreman_home, workspace: Path) -> None:
+    with use_model(_planning_model()):
+        out = runner.invoke(app, ["run", "count the files", "--workspace", str(workspace)], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "COMPLETED" in out.output and "answer: Five files." in out.output
+    assert "foreman audit" in out.output and "--resume" in out.output
