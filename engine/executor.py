@@ -326,7 +326,7 @@ class Engine:
         while self.replanner is not None and replans < self.budgets.max_replans:
             replans += 1
             try:
-                revised = self._replan(node_id, error, report)
+                self._replan(node_id, error, report)
             except Exception as exc:  # noqa: BLE001  (a bad revision must not lose the run)
                 report.revisions.append(Revision(after_failure_of=node_id, error=f"replan failed: {exc}", plan=report.plan))
                 continue
