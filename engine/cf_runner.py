@@ -26,7 +26,7 @@ from foreman.engine.executor import Usage
 from foreman.engine.plan import ResultKind, SubTask
 from foreman.engine.store import AgentStats
 from foreman.settings import Settings
-from foreman.taskrun import run_task
+from foreman.taskrun import private_flow, run_task
 from foreman.tools.catalog import ToolEnv, build_tools
 
 RESULT_TYPES: dict[str, Any] = {
@@ -143,7 +143,7 @@ class ControlFlowRunner:
             agents=[cf_agent],
             tools=build_tools(sub.tools, self.env),
         )
-        flow = cf.Flow(name=sub.id, tools=build_tools(self.flow_tool_names, self.env))
+        flow = private_flow(name=sub.id, tools=build_tools(self.flow_tool_names, self.env))
         value = run_task(task, audit=self.env.audit, max_llm_calls=max_llm_calls, flow=flow,
                          extra_handlers=[UsageCounter(usage)])
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import describe_model
 from foreman.agents.registry import build_agent
 from foreman.settings import get_settings
-from foreman.taskrun import run_task
+from foreman.taskrun import private_flow, run_step
 from foreman.tools.catalog import ToolEnv, build_tools
 from foreman.tools.files import workspace_paths
 
@@ -51,7 +51,7 @@ def file_search(query: str, directory: str | None = None, max_llm_calls: int = 8
     agent = build_agent(AGENT, env, settings=settings)
     known = workspace_paths(env.workspace)
 
-    with cf.Flow(name="file-search", tools=build_tools(FLOW_TOOLS, env), default_agent=agent):
+    with private_flow(name="file-search", tools=build_tools(FLOW_TOOLS, env), default_agent=agent):
         found = cf.Task(
             f"Identify the files in the workspace that might relate to '{query}'. "
             "Return their paths exactly as list_files prints them.",
@@ -59,7 +59,7 @@ def file_search(query: str, directory: str | None = None, max_llm_calls: int = 8
             result_type=list[str],
             agents=[agent],
         )
-        files = run_task(found, audit=env.audit, max_llm_calls=max_llm_calls)
+        files = run_step(found, audit=env.audit, max_llm_calls=max_llm_calls)
         unknown = [f for f in files if f not in known]
         if unknown:
             log.warning("ignoring paths that are not workspace files: %s", unknown)
@@ -76,7 +76,7 @@ def file_search(query: str, directory: str | None = None, max_llm_calls: int = 8
             result_type=str,
             agents=[agent],
         )
-        findings = run_task(analysis, audit=env.audit, max_llm_calls=max_llm_calls)
+        findings = run_step(analysis, audit=env.audit, max_llm_calls=max_llm_calls)
 
     result = FileSearchResult(query=query, directory=str(root), files=files, findings=findings)
     log.info("found %d file(s): %s", len(files), ", ".join(files) or "none")

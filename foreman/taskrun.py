@@ -13,6 +13,7 @@ from typing import Any
 
 import controlflow as cf
 from controlflow.events.base import Event
+from controlflow.events.history import InMemoryHistory
 from controlflow.orchestration.handler import Handler
 
 from foreman import compat  # noqa: F401
@@ -30,6 +31,16 @@ class TaskNotCompleted(RuntimeError):
         self.status = task.status.value
         self.reason = reason
         super().__init__(f"{self.task_name} ended {self.status}: {reason}")
+
+
+def private_flow(name: str | None = None, tools: list | None = None, **kwargs: Any) -> cf.Flow:
+    """A ControlFlow flow with its own history.
+
+    ControlFlow's default history is one process-wide dict that keeps every event of
+    every task forever; a worker that runs all the time would grow without bound, and
+    concurrent steps would share (and race on) it.
+    """
+    return cf.Flow(name=name, tools=tools or [], history=InMemoryHistory(history={}), **kwargs)
 
 
 class RunLogHandler(Handler):
@@ -76,6 +87,10 @@ def run_task(
     """
     if max_llm_calls is not None:
         task.max_llm_calls = max_llm_calls
+    if flow is None:
+        from controlflow.flows import get_flow
+
+        flow = get_flow() or private_flow(name=task.name)
     task.run(
         flow=flow,
         max_llm_calls=max_llm_calls,
@@ -94,3 +109,28 @@ def run_task(
         # ControlFlow's own wording when Task.max_llm_calls ends it
         raise TaskNotCompleted(task, out_of_calls if "Max LLM calls reached" in reason else reason)
     raise TaskNotCompleted(task, out_of_calls)
+
+
+def run_step(
+    task: cf.Task,
+    *,
+    audit: AuditLog,
+    max_llm_calls: int | None = None,
+    flow: cf.Flow | None = None,
+    extra_handlers: list[Handler] | None = None,
+) -> Any:
+    """`run_task` inside a Prefect task run named after the task, so the UI shows each step.
+
+    The ControlFlow objects are passed `quote`d: Prefect must not walk them looking for
+    futures (that walk is slow and races with other threads).
+    """
+    from prefect import task as prefect_task
+    from prefect.cache_policies import NONE
+    from prefect.utilities.annotations import quote
+
+    @prefect_task(name=task.name or "step", cache_policy=NONE, persist_result=False)
+    def step(quoted_task: Any, quoted_flow: Any) -> Any:
+        return run_task(quoted_task, audit=audit, max_llm_calls=max_llm_calls, flow=quoted_flow,
+                        extra_handlers=extra_handlers)
+
+    return step(quote(task), quote(flow))
