@@ -13,6 +13,7 @@ import foreman  # noqa: F401  (offline env before Prefect loads)
 from prefect import serve
 
 from foreman.flows.file_search import file_search
+from foreman.flows.planner import plan_and_run
 
 
 def main() -> None:
@@ -22,6 +23,12 @@ def main() -> None:
             description="Find the workspace files that relate to a question and report the findings.",
             parameters={"query": "launch meeting"},
             tags=["foreman"],
+        ),
+        plan_and_run.to_deployment(
+            name="plan-and-run",
+            description="Plan an objective into a sub-task graph and run it.",
+            parameters={"objective": "Which important tasks are open this week?"},
+            tags=["foreman", "planner"],
         ),
     )
 

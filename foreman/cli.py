@@ -238,9 +238,9 @@ def model(ctx: typer.Context) -> None:
     except ModelConfigError as exc:
         console.print(f"[red]not usable:[/red] {exc}")
     if settings.model == "local":
-        from foreman.agents import local_server
+        from foreman.agents.local import describe_local_model
 
-        console.print(local_server.status(settings).describe())
+        console.print(describe_local_model(settings), highlight=False)
 
 
 @model_app.command("serve")
@@ -258,7 +258,8 @@ def model_stop() -> None:
     from foreman.agents import local_server
     from foreman.settings import get_settings
 
-    console.print(local_server.stop(get_settings()))
+    was_running = local_server.stop(get_settings())
+    console.print("stopped the embedded model server" if was_running else "the embedded model server was not running")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -57,6 +58,9 @@ def prepare_environment(home: Path | None = None) -> None:
     """Idempotent: seed the tokenizer cache and set offline-safe defaults for Prefect."""
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    # ControlFlow builds a default OpenAI model at import and warns when there is no key;
+    # Foreman gives every agent its model explicitly, so that warning only misleads.
+    logging.getLogger("controlflow.llm.models").setLevel(logging.ERROR)
     if "TIKTOKEN_CACHE_DIR" in os.environ:
         seed_tiktoken_cache(Path(os.environ["TIKTOKEN_CACHE_DIR"]))
         return
