@@ -24,6 +24,8 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "900",
     "PREFECT_LOGGING_LEVEL": "INFO",
     "CONTROLFLOW_ENABLE_DEFAULT_PRINT_HANDLER": "false",
+    # `foreman plan` runs agent turns outside any flow run; their log lines stay local
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 

@@ -49,18 +49,30 @@ What `apply_speedups()` changes, and why each change is safe
   *What you lose:* the "agent-message" and "tool-result" markdown artifacts in the UI. Their
   content (reply text, tool name, arguments, result) is in the run log and the audit log.
 
-Both are monkeypatches because ControlFlow 0.12.1 has no setting for either
+* `flow_heartbeat_join=False` (default): Prefect 3.8's sync flow engine joins its heartbeat
+  thread when a flow run ends, and that thread sleeps in whole seconds, so every flow
+  run's wall time is rounded up to the next second after its start (a 1.1 s flow took
+  2.0 s). We make the sync engine do what Prefect's own async engine does
+  (`_send_heartbeats(engine, join_on_exit=False)`): the stop signal is still set, the
+  daemon thread still exits within a second on its own and checks the run's final state
+  before any heartbeat. Heartbeats while the flow runs (zombie detection) are unchanged.
+  *What you lose:* nothing visible; at most, a heartbeat thread outlives its flow run by
+  under a second.
+
+The first two are monkeypatches because ControlFlow 0.12.1 has no setting for either
 (`controlflow/settings.py` has none about Prefect tasks or artifacts, and
 `controlflow.utilities.prefect.prefect_task` is applied at import time, so changing it
 later has no effect; the decorated objects themselves must be replaced). They are applied
 at the class/module level, process-wide, and `apply_speedups(nested_task_runs=True,
-artifacts=True)` restores ControlFlow's stock behaviour exactly. If ControlFlow changes
+artifacts=True, flow_heartbeat_join=True)` restores the stock behaviour exactly. If ControlFlow changes
 shape (another version), the affected cut is skipped with a warning rather than guessed.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import logging
 import threading
 import warnings
@@ -86,6 +98,7 @@ ARTIFACT_MODULES: tuple[str, ...] = ("controlflow.agents.agent", "controlflow.to
 _lock = threading.Lock()
 _original_methods: dict[tuple[str, str, str], Any] = {}
 _original_artifact_fns: dict[str, Any] = {}
+_original_send_heartbeats: list[Any] = []
 
 
 def _no_artifact(*args: Any, **kwargs: Any) -> None:
@@ -140,22 +153,61 @@ def _set_artifacts(enabled: bool) -> None:
         module.create_markdown_artifact = _no_artifact
 
 
-def apply_speedups(*, nested_task_runs: bool = False, artifacts: bool = False) -> None:
-    """Make ControlFlow's per-turn Prefect bookkeeping match the flags. Idempotent.
+def _set_flow_heartbeat_join(enabled: bool) -> None:
+    import prefect.flow_engine as flow_engine
+
+    if enabled:
+        if _original_send_heartbeats:
+            flow_engine._send_heartbeats = _original_send_heartbeats.pop()
+        return
+    if _original_send_heartbeats:
+        return
+    original = getattr(flow_engine, "_send_heartbeats", None)
+    try:
+        accepts_flag = original is not None and "join_on_exit" in inspect.signature(original).parameters
+    except (TypeError, ValueError):
+        accepts_flag = False
+    if not accepts_flag:
+        warnings.warn(
+            "foreman.speedups: prefect.flow_engine._send_heartbeats has changed shape in this "
+            "Prefect version; flow runs keep waiting for their heartbeat thread",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+
+    @functools.wraps(original)
+    def send_heartbeats_without_join(engine: Any, join_on_exit: bool = True) -> Any:
+        return original(engine, join_on_exit=False)
+
+    _original_send_heartbeats.append(original)
+    flow_engine._send_heartbeats = send_heartbeats_without_join
+
+
+def apply_speedups(
+    *,
+    nested_task_runs: bool = False,
+    artifacts: bool = False,
+    flow_heartbeat_join: bool = False,
+) -> None:
+    """Make ControlFlow's and Prefect's per-run bookkeeping match the flags. Idempotent.
 
     `nested_task_runs=False` removes ControlFlow's "Run agent orchestrator", "Call LLM" and
     "Tool call: X" Prefect task runs (the work runs inside the caller's task run; tool calls
     show as log lines of that run). `artifacts=False` stops the per-reply and per-tool-call
-    markdown artifacts. Passing True for both restores ControlFlow's stock behaviour.
-    Call it before runs start (it patches classes process-wide, not per run).
+    markdown artifacts. `flow_heartbeat_join=False` stops each flow run from waiting up to
+    a second for its heartbeat thread at the end. Passing True for all three restores the
+    stock behaviour. Call it before runs start (it patches process-wide, not per run).
     """
     with _lock:
         _set_nested_task_runs(nested_task_runs)
         _set_artifacts(artifacts)
+        _set_flow_heartbeat_join(flow_heartbeat_join)
     logger.debug(
-        "ControlFlow speedups: nested task runs %s, artifacts %s",
+        "speedups: nested task runs %s, artifacts %s, flow heartbeat join %s",
         "on" if nested_task_runs else "off",
         "on" if artifacts else "off",
+        "on" if flow_heartbeat_join else "off",
     )
 
 
@@ -164,4 +216,5 @@ def speedups_state() -> dict[str, bool]:
     return {
         "nested_task_runs_off": bool(_original_methods),
         "artifacts_off": bool(_original_artifact_fns),
+        "flow_heartbeat_join_off": bool(_original_send_heartbeats),
     }
