@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import build_chat_model, describe_model
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
+from foreman.flows.approval import PrefectApprover
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.executor import Budgets, Engine, NodeStatus, RunReport, RunStatus
 from foreman.engine.explain import ArtifactObserver
@@ -106,6 +107,7 @@ def plan_and_run(
     max_concurrency: int = 4,
     resume: str | None = None,
     plan: Plan | None = None,
+    approval_timeout_s: int = 3600,
 ) -> PlanRunResult:
     """Plan `objective` into sub-tasks and run them; return the synthesized answer.
 
@@ -134,7 +136,8 @@ def plan_and_run(
     runner = ControlFlowRunner(env, registry, settings, flow_tools=FLOW_TOOLS, stats=store.agent_stats())
     budgets = Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens, max_wall_s=max_wall_s,
                       max_replans=max_replans, max_concurrency=max_concurrency)
-    engine = Engine(runner, scope, store, budgets, replanner=planner.replan, observer=ArtifactObserver())
+    engine = Engine(runner, scope, store, budgets, replanner=planner.replan, observer=ArtifactObserver(),
+                    approver=PrefectApprover(env.audit, timeout_s=approval_timeout_s))
     report = engine.run(valid, run_key)
     if report.reused:
         log.info("reused finished sub-tasks: %s", ", ".join(report.reused))

@@ -192,6 +192,18 @@ def tools() -> None:
 
 
 @app.command()
+def decisions() -> None:
+    """Every human decision at an approval point, across runs."""
+    from foreman.tools.audit import audit_log
+
+    table = Table("time", "run", "step", "decision", "by", "comment", "timed out")
+    for d in audit_log().decisions():
+        table.add_row(d.at.strftime("%Y-%m-%d %H:%M:%S"), d.run_name or d.run_id or "-", d.step, d.decision,
+                      d.decided_by or "-", d.comment, "yes" if d.timed_out else "-")
+    console.print(table)
+
+
+@app.command()
 def audit(
     run: Annotated[Optional[str], typer.Argument(help="Flow-run id (or its first 8+ characters) or run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
@@ -208,11 +220,22 @@ def audit(
         console.print(table)
         return
     records = log.for_run(run)
-    if not records:
+    decisions = log.decisions(run)
+    if not records and not decisions:
         _fail(f"no audit records for run {run!r}; `foreman audit` lists recent runs")
     if as_json:
         for record in records:
             typer.echo(record.model_dump_json())
+        for decision in decisions:
+            typer.echo(decision.model_dump_json())
+        return
+    if decisions:
+        table = Table("time", "step", "decision", "by", "comment", "timed out", title="human decisions")
+        for d in decisions:
+            table.add_row(d.at.strftime("%H:%M:%S"), d.step, d.decision, d.decided_by or "-", d.comment,
+                          "yes" if d.timed_out else "-")
+        console.print(table)
+    if not records:
         return
     table = Table("time", "agent", "task", "tool", "arguments", "outcome", "ms", "detail", title=f"run {records[0].run_name} ({records[0].run_id})")
     for r in records:

@@ -40,6 +40,19 @@ CREATE TABLE IF NOT EXISTS tool_calls (
 );
 CREATE INDEX IF NOT EXISTS tool_calls_run ON tool_calls (run_id);
 CREATE INDEX IF NOT EXISTS tool_calls_run_name ON tool_calls (run_name);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    run_id TEXT,
+    run_name TEXT,
+    flow_name TEXT,
+    step TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    decided_by TEXT,
+    comment TEXT NOT NULL,
+    timed_out INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_run ON decisions (run_id);
 """
 
 
@@ -62,6 +75,18 @@ class AuditRecord(CallContext):
     outcome: Outcome
     detail: str = ""
     duration_ms: float = 0.0
+
+
+class Decision(CallContext):
+    """A human decision at an approval point: who (when known), when, what, why."""
+
+    id: int | None = None
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    step: str
+    decision: Literal["approved", "rejected"]
+    decided_by: str | None = None
+    comment: str = ""
+    timed_out: bool = False
 
 
 def current_context() -> CallContext:
@@ -148,6 +173,28 @@ class AuditLog:
                 (run, run, f"{run}%" if len(run) >= 8 else run),
             ).fetchall()
         return [_from_row(row) for row in rows]
+
+    def record_decision(self, decision: Decision) -> Decision:
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT INTO decisions (at, run_id, run_name, flow_name, step, decision, decided_by, comment,"
+                " timed_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (decision.at.isoformat(), decision.run_id, decision.run_name, decision.flow_name, decision.step,
+                 decision.decision, decision.decided_by, _clip(decision.comment), int(decision.timed_out)),
+            )
+        return decision.model_copy(update={"id": cursor.lastrowid})
+
+    def decisions(self, run: str | None = None) -> list[Decision]:
+        """Decisions of one run (id, id prefix or name), or of every run when `run` is None."""
+        with self._connect() as db:
+            if run is None:
+                rows = db.execute("SELECT * FROM decisions ORDER BY id").fetchall()
+            else:
+                rows = db.execute(
+                    "SELECT * FROM decisions WHERE run_id = ? OR run_name = ? OR run_id LIKE ? ORDER BY id",
+                    (run, run, f"{run}%" if len(run) >= 8 else run),
+                ).fetchall()
+        return [Decision(**{**dict(r), "timed_out": bool(r["timed_out"])}) for r in rows]
 
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         with self._connect() as db:
