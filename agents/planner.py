@@ -10,7 +10,7 @@ bounded number of times.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, Union
 
 import controlflow as cf
 from langchain_core.language_models import BaseChatModel
@@ -84,6 +84,45 @@ def draft_schema(scope: PlanScope, max_tasks: int | None = None) -> type[BaseMod
     )
 
 
+def strict_draft_schema(scope: PlanScope, max_tasks: int = 4) -> type[BaseModel]:
+    """A draft schema in which an invalid plan cannot be written, for models that decode under it.
+
+    Ids are fixed (step1, step2, ...) and listed in order; a step may depend only on
+    steps before it (no cycles, no unknown ids); each step is one variant per agent,
+    whose tools are that agent's tools allowed in this flow (no out-of-scope grant).
+    Conditions are left out. The price is expressiveness, so it is used for small
+    local models; capable models get `draft_schema`.
+    """
+    ids = [f"step{i}" for i in range(1, max_tasks + 1)]
+
+    def step_type(k: int) -> Any:
+        variants = []
+        for agent, info in scope.agents.items():
+            tools = tuple(t for t in info.tools if t in scope.allowed_tools and t in scope.tools)
+            earlier = tuple(ids[:k])
+            variants.append(create_model(
+                f"Step{k + 1}By{agent.title().replace('-', '')}",
+                id=(Literal[ids[k]], ids[k]),
+                title=(str, Field(max_length=60)),
+                instructions=(str, Field(max_length=300)),
+                agent=(Literal[agent], ...),
+                tools=(list[Literal[tools]], Field(default_factory=list, max_length=len(tools)))
+                if tools else (list[str], Field(default_factory=list, max_length=0)),
+                depends_on=(list[Literal[earlier]], Field(default_factory=list, max_length=k))
+                if earlier else (list[str], Field(default_factory=list, max_length=0)),
+                result=(ResultKind, ResultKind.TEXT),
+            ))
+        return Union[tuple(variants)]
+
+    steps = [step_type(k) for k in range(max_tasks)]
+    shapes = tuple(tuple[tuple(steps[: n + 1])] for n in range(max_tasks))
+    return create_model(
+        "DraftPlan",
+        rationale=(str, Field(max_length=300)),
+        tasks=(Union[shapes], ...),
+    )
+
+
 def to_plan(draft: Any, objective: str) -> Plan:
     """Draft (enum-typed) -> Plan (plain data). Pydantic errors here are validation errors too."""
     data = draft.model_dump(mode="json") if isinstance(draft, BaseModel) else dict(draft)
@@ -109,8 +148,9 @@ class Planner:
     """Writes, repairs and revises plans with one ControlFlow agent."""
 
     def __init__(self, scope: PlanScope, agents: AgentRegistry, model: BaseChatModel, audit: AuditLog,
-                 *, max_repairs: int = 2, max_llm_calls: int = 4) -> None:
+                 *, max_repairs: int = 2, max_llm_calls: int = 4, strict: bool = False) -> None:
         self.scope = scope
+        self.schema = strict_draft_schema(scope) if strict else draft_schema(scope)
         self.agents = agents
         self.audit = audit
         self.max_repairs = max_repairs
@@ -122,7 +162,7 @@ class Planner:
         task = cf.Task(
             objective=title,
             name="plan",
-            result_type=draft_schema(self.scope),
+            result_type=self.schema,
             context={"objective": objective, **catalogue(self.scope, self.agents), **context},
             agents=[self.agent],
         )

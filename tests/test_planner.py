@@ -201,3 +201,28 @@ def test_agent_stats_come_from_past_runs(foreman_home) -> None:
     stats = store.agent_stats()["coder"]
     assert (stats.runs, stats.successes, stats.consecutive_failures) == (3, 1, 2)
     assert stats.success_rate == pytest.approx(2 / 5)
+
+
+def test_strict_schema_cannot_express_cycles_unknown_ids_or_out_of_scope_tools() -> None:
+    from pydantic import ValidationError
+
+    from foreman.agents.planner import strict_draft_schema, to_plan
+    from foreman.engine.validate import validate_plan
+
+    scope = build_scope(registry, ["list_files", "read_file", "notify_user"])
+    schema = strict_draft_schema(scope, max_tasks=3)
+    ok = schema(rationale="r", tasks=[
+        {"id": "step1", "title": "read", "instructions": "i", "agent": "researcher", "tools": ["read_file"]},
+        {"id": "step2", "title": "tell", "instructions": "i", "agent": "writer", "depends_on": ["step1"]},
+    ])
+    assert validate_plan(to_plan(ok, "o"), scope).order == ["step1", "step2"]
+    bad_drafts = [
+        [{"id": "step1", "title": "t", "instructions": "i", "agent": "writer", "tools": ["read_file"]}],  # not writer's
+        [{"id": "step1", "title": "t", "instructions": "i", "agent": "writer", "depends_on": ["step2"]},  # forward
+         {"id": "step2", "title": "t", "instructions": "i", "agent": "writer", "depends_on": ["step1"]}],
+        [{"id": "step2", "title": "t", "instructions": "i", "agent": "writer"}],  # ids are fixed, in order
+        [{"id": "step1", "title": "t", "instructions": "i", "agent": "wizard"}],
+    ]
+    for tasks in bad_drafts:
+        with pytest.raises(ValidationError):
+            schema(rationale="r", tasks=tasks)
