@@ -52,3 +52,14 @@ def patch_controlflow() -> None:
 
 
 patch_controlflow()
+
+
+def _apply_speedups() -> None:
+    from foreman.settings import get_settings
+    from foreman.speedups import apply_speedups
+
+    stock = get_settings().cf_task_runs
+    apply_speedups(nested_task_runs=stock, artifacts=stock, flow_heartbeat_join=stock)
+
+
+_apply_speedups()

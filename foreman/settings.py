@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="Stop the embedded server after this long unused."
     )
 
+    # --- how much ControlFlow bookkeeping reaches Prefect ----------------------
+    cf_task_runs: bool = Field(
+        default=False,
+        description=(
+            "Show ControlFlow's own nested task runs ('Call LLM', 'Tool call: X') and its "
+            "per-call artifacts in Prefect. Off by default: they cost most of a step's CPU and "
+            "race under concurrency; agent turns and tool calls are in each step's log instead."
+        ),
+    )
+
     # --- tools and their guards ---------------------------------------------
     workspace: Path = Field(
         default=DEMO_WORKSPACE, description="The only folder file tools may touch."

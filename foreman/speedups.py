@@ -10,25 +10,28 @@ at import time as decorators):
 * `Tool.run` / `run_async`            -> a task run "Tool call: <name>" per tool call
 
 and creates a Prefect markdown artifact after every model reply and every tool call.
-Measured with `bench/overhead_profile.py` (2 cores, scripted model), this is most of the
-CPU a one-turn step costs, and it has three worse properties than cost:
+Measured with `bench/overhead_profile.py` (2 shared cores, scripted model, one-turn
+sub-tasks, each in its own Prefect task run, submitted together from one flow), that
+bookkeeping is most of what a sub-task costs: ~75-85 ms of client CPU and ~270-310 ms of
+Prefect-server CPU per sub-task, against ~30 ms and ~60 ms without it. The client CPU
+holds the GIL, so the bookkeeping of N concurrent sub-tasks runs one after another: 8
+sub-tasks with a 1 s model took 2.1-2.3 s of node time instead of ~1 s. It also has
+worse properties than cost:
 
-1. **It grows with the life of the process.** Each nested task run walks its parameters
-   with Prefect's `visit_collection` to find upstream futures. The parameters include
-   `self` (the Orchestrator, the Agent, the Tool), and the Orchestrator reaches its Flow,
-   whose default history is ControlFlow's single process-wide `InMemoryHistory` -- every
-   event of every ControlFlow task ever run in the process. Per-step CPU rose from ~100 ms
-   (5 steps run) to ~300 ms (80 steps run) in one process.
-2. **It crashes concurrent steps.** That walk iterates the global history dict while other
-   threads insert into it: `RuntimeError: dictionary changed size during iteration` failed
-   1-2 of 8 steps submitted together from one Prefect flow.
-3. **It binds `self` through a shared function object.** Prefect's `Task.__get__` stores the
-   instance on the wrapped function (`fn.__prefect_self__`), which all instances share, so
-   two threads calling the same method of two objects race between binding and reading it.
-
-The CPU holds the GIL, so on a small machine the bookkeeping of N concurrent steps runs
-one after another, and the flow's wall time grows with N instead of staying near the
-model's latency.
+1. **Each nested run walks its parameters** with Prefect's `visit_collection` (looking for
+   upstream futures), and those include `self`: the Orchestrator, hence its Flow and the
+   Flow's history, every Task, Agent, model and handler. With ControlFlow's default,
+   process-wide `InMemoryHistory` that walk grows with every task the process ever ran
+   (~100 ms per step after 5 steps, ~300 ms after 80) and races with other threads
+   writing it: 17-18 of 24 concurrent steps failed ("dictionary changed size during
+   iteration", "Failed to resolve inputs in parameter 'self'"). `foreman.taskrun.run_task`
+   now gives each run a private history, which stops the growth and those failures; the
+   walk itself remains, and so does:
+2. **`self` is bound through a shared function object.** Prefect's `Task.__get__` stores
+   the instance on the wrapped function (`fn.__prefect_self__`), which all instances
+   share; a thread can run the method with another thread's instance. A 4-thread probe
+   of a Prefect task method saw the wrong `self` in 1 of 600 calls. For ControlFlow that
+   would be a tool call run on another sub-task's Tool, or a turn on another's Agent.
 
 What `apply_speedups()` changes, and why each change is safe
 -----------------------------------------------------------
@@ -41,18 +44,26 @@ What `apply_speedups()` changes, and why each change is safe
   sub-task (what the UI shows), its state, logs and events; the Foreman audit log (written
   by the tool wrappers, not by Prefect); ControlFlow's event handlers.
   *What you lose:* the "Run agent orchestrator", "Call LLM" and "Tool call: X" task runs
-  nested under each sub-task in the Prefect UI. Tool calls and model replies still appear
-  in the sub-task's run log, written by `foreman.taskrun.RunLogHandler` ("agent calls
-  tool(args)", "tool X returned: ..."), and in the audit log.
+  nested under each sub-task in the Prefect UI, with their own states and tracebacks.
+  Tool calls and model replies still appear in the sub-task's run log, written by
+  `foreman.taskrun.RunLogHandler` ("agent calls tool(args)", "tool X returned: ...",
+  "tool X refused or failed: ..."), and every call of a Foreman tool in the audit log.
+  Two side effects: `TaskRunContext` / `get_run_logger()` inside a tool now give the
+  sub-task's run, and `print()` inside tools follows the sub-task's `log_prints`
+  (ControlFlow's nested runs forced `log_prints=False`).
 * `artifacts=False` (default): ControlFlow's `create_markdown_artifact` calls (one per model
   reply, one per tool call; each a blocking HTTP request to the Prefect API) become no-ops.
-  *What you lose:* the "agent-message" and "tool-result" markdown artifacts in the UI. Their
-  content (reply text, tool name, arguments, result) is in the run log and the audit log.
+  *What you lose:* the "agent-message" and "tool-result" markdown artifacts in the UI, i.e.
+  the full reply payload (JSON) and the untruncated tool result. The run log keeps the
+  reply text, tool calls and results cut to 300-500 characters (`RunLogHandler`, which
+  `run_task` installs; a bare `Task.run()` has no such handler), the audit log keeps
+  every Foreman tool call with its arguments and a result summary.
 
 * `flow_heartbeat_join=False` (default): Prefect 3.8's sync flow engine joins its heartbeat
   thread when a flow run ends, and that thread sleeps in whole seconds, so every flow
   run's wall time is rounded up to the next second after its start (a 1.1 s flow took
-  2.0 s). We make the sync engine do what Prefect's own async engine does
+  2.0 s; part of why 8 one-second sub-tasks took 2.3 s as a whole flow). We make the
+  sync engine do what Prefect's own async engine does
   (`_send_heartbeats(engine, join_on_exit=False)`): the stop signal is still set, the
   daemon thread still exits within a second on its own and checks the run's final state
   before any heartbeat. Heartbeats while the flow runs (zombie detection) are unchanged.
@@ -62,10 +73,17 @@ What `apply_speedups()` changes, and why each change is safe
 The first two are monkeypatches because ControlFlow 0.12.1 has no setting for either
 (`controlflow/settings.py` has none about Prefect tasks or artifacts, and
 `controlflow.utilities.prefect.prefect_task` is applied at import time, so changing it
-later has no effect; the decorated objects themselves must be replaced). They are applied
-at the class/module level, process-wide, and `apply_speedups(nested_task_runs=True,
-artifacts=True, flow_heartbeat_join=True)` restores the stock behaviour exactly. If ControlFlow changes
-shape (another version), the affected cut is skipped with a warning rather than guessed.
+later has no effect; the decorated objects themselves must be replaced). The third has no
+Prefect setting either (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY` only sets the interval, at
+least 30 s, and cannot be unset from the environment; the wait comes from the thread's
+fixed 1 s sleep). All three are applied process-wide, at class/module level;
+`apply_speedups(nested_task_runs=True, artifacts=True, flow_heartbeat_join=True)` restores
+the stock behaviour exactly. If ControlFlow or Prefect change shape (other versions), the
+affected cut is skipped with a warning rather than guessed.
+
+Use: call `apply_speedups()` once per process, before sub-tasks run, from a module that
+already imports ControlFlow (e.g. `foreman.taskrun` or the planner flow), not from
+`foreman/__init__` (this module imports ControlFlow, which takes seconds).
 """
 
 from __future__ import annotations
@@ -103,7 +121,6 @@ _original_send_heartbeats: list[Any] = []
 
 def _no_artifact(*args: Any, **kwargs: Any) -> None:
     """Stands in for ControlFlow's `create_markdown_artifact` (see `apply_speedups`)."""
-    return None
 
 
 def _set_nested_task_runs(enabled: bool) -> None:
@@ -154,7 +171,7 @@ def _set_artifacts(enabled: bool) -> None:
 
 
 def _set_flow_heartbeat_join(enabled: bool) -> None:
-    import prefect.flow_engine as flow_engine
+    from prefect import flow_engine
 
     if enabled:
         if _original_send_heartbeats:
@@ -164,7 +181,8 @@ def _set_flow_heartbeat_join(enabled: bool) -> None:
         return
     original = getattr(flow_engine, "_send_heartbeats", None)
     try:
-        accepts_flag = original is not None and "join_on_exit" in inspect.signature(original).parameters
+        parameters = inspect.signature(original).parameters if original is not None else {}
+        accepts_flag = "join_on_exit" in parameters
     except (TypeError, ValueError):
         accepts_flag = False
     if not accepts_flag:

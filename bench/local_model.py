@@ -1,0 +1,289 @@
+"""Benchmark the embedded local model under real ControlFlow tasks.
+
+Runs small ControlFlow tasks of every result type (text, number, boolean, list,
+pydantic object, Enum choice), with and without tools, on the local model inside one
+Prefect flow, and checks each result against a known answer. Prints a table, then
+one JSON line (the last line) with:
+
+* prompt / generation tokens per second, from llama.cpp's own timings;
+* cold start seconds, seconds per task, seconds per one-turn task (one LLM call);
+* completion rate (task finished successfully), finish rate (successful or failed,
+  never left running) and correct-result rate.
+
+    python bench/local_model.py            # 24 tasks, ~3-6 minutes on 2 cores
+    python bench/local_model.py --quick    # 8 tasks
+
+The server runs under a temporary FOREMAN_HOME and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class Color(Enum):
+    RED = "red"
+    GREEN = "green"
+    BLUE = "blue"
+
+
+class Sentiment(Enum):
+    POSITIVE = "positive"
+    NEGATIVE = "negative"
+
+
+class Size(Enum):
+    SMALL = "small"
+    LARGE = "large"
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+class City(BaseModel):
+    name: str
+    country: str
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+@dataclass
+class Case:
+    """One task: objective, result type, optional tools, and how to judge the result."""
+
+    kind: str
+    objective: str
+    result_type: Any
+    check: Callable[[Any, dict[str, list]], bool]
+    tools: list[Callable] = field(default_factory=list)
+    quick: bool = False
+
+
+def _text_has(word: str) -> Callable[[Any, dict], bool]:
+    return lambda r, _: isinstance(r, str) and word in r.lower()
+
+
+def _eq(value: Any) -> Callable[[Any, dict], bool]:
+    return lambda r, _: r == value
+
+
+def _called(tool: str, **args: Any) -> Callable[[Any, dict], bool]:
+    return lambda _, calls: any(all(c.get(k) == v for k, v in args.items()) for c in calls[tool])
+
+
+CALLS: dict[str, list[dict[str, Any]]] = {}
+
+
+def set_light(color: Color) -> str:
+    """Switch the light to the given color."""
+    CALLS.setdefault("set_light", []).append({"color": Color(color)})
+    return f"The light is now {Color(color).value}."
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers and return the sum."""
+    CALLS.setdefault("add", []).append({"a": a, "b": b})
+    return a + b
+
+
+def get_weather(city: str) -> str:
+    """Get today's weather for a city."""
+    CALLS.setdefault("get_weather", []).append({"city": city})
+    return "sunny"
+
+
+def set_fan(mode: Size) -> str:
+    """Set the fan speed: small (slow) or large (fast)."""
+    CALLS.setdefault("set_fan", []).append({"mode": Size(mode)})
+    return f"Fan set to {Size(mode).value}."
+
+
+CASES: list[Case] = [
+    Case("text", "Reply with the single word: hello", str, _text_has("hello"), quick=True),
+    Case("text", "What is the capital of France? Answer with the city name.", str, _text_has("paris")),
+    Case("text", "Repeat this word exactly: banana", str, _text_has("banana")),
+    Case("number", "What is 2 + 3?", int, _eq(5), quick=True),
+    Case("number", "How many legs does a dog have?", int, _eq(4)),
+    Case("number", "What is 10 minus 4?", int, _eq(6)),
+    Case("number", "What is half of 3? Answer as a decimal number.", float, _eq(1.5)),
+    Case("boolean", "Is the sky blue on a clear day?", bool, _eq(True), quick=True),
+    Case("boolean", "Is fire cold?", bool, _eq(False)),
+    Case("boolean", "Is 7 greater than 3?", bool, _eq(True)),
+    Case("list", "List the three words: red, yellow, blue.", list[str],
+         lambda r, _: [str(x).lower() for x in r] == ["red", "yellow", "blue"], quick=True),
+    Case("list", "List the numbers 1, 2 and 3.", list[int], _eq([1, 2, 3])),
+    Case("list", "List the first two days of the week.", list[str],
+         lambda r, _: [str(x).lower() for x in r] == ["monday", "tuesday"]),
+    Case("object", "Extract the person from: 'Alice is 30 years old.'", Person,
+         lambda r, _: r.name.lower() == "alice" and r.age == 30, quick=True),
+    Case("object", "Extract the city and its country from: 'Paris is in France.'", City,
+         lambda r, _: "paris" in r.name.lower() and "france" in r.country.lower()),
+    Case("object", "Make the point with x = 2 and y = 5.", Point, lambda r, _: (r.x, r.y) == (2, 5)),
+    Case("choice", "What color is grass?", Color, _eq(Color.GREEN), quick=True),
+    Case("choice", "Classify the sentiment of: 'I love this, it is wonderful!'", Sentiment,
+         _eq(Sentiment.POSITIVE)),
+    Case("choice", "Is an elephant small or large?", Size, _eq(Size.LARGE)),
+    Case("tool", "Use the set_light tool to make the light red, then report the color.", str,
+         _called("set_light", color=Color.RED), tools=[set_light], quick=True),
+    Case("tool", "Use the add tool to add 2 and 3. The result is the sum.", int,
+         lambda r, c: r == 5 and bool(c["add"]), tools=[add], quick=True),
+    Case("tool", "Use the get_weather tool for Paris and report the weather.", str,
+         lambda r, c: bool(c["get_weather"]) and "sunny" in str(r).lower(), tools=[get_weather]),
+    Case("tool", "Use the set_fan tool to set the fan to large.", str,
+         _called("set_fan", mode=Size.LARGE), tools=[set_fan]),
+    Case("tool", "Use the set_light tool to make the light blue.", bool,
+         _called("set_light", color=Color.BLUE), tools=[set_light]),
+]
+
+
+def _prepare_env(home: Path) -> None:
+    """Temp homes for Foreman and Prefect, set before either is imported."""
+    os.environ["FOREMAN_HOME"] = str(home / "foreman")
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "900")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _stats(base_url: str) -> dict[str, Any]:
+    import httpx
+
+    return httpx.get(base_url.removesuffix("/v1") + "/stats", timeout=10).json()
+
+
+def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
+    from foreman.agents.local import local_chat_model
+    from foreman.agents.local_server import ensure_running, stop
+
+    import foreman  # noqa: F401  (offline setup before ControlFlow)
+    from foreman.settings import get_settings, reset_settings
+
+    reset_settings()
+    settings = get_settings()
+    started = time.perf_counter()
+    info = ensure_running(settings)
+    cold_start_s = time.perf_counter() - started
+
+    import controlflow as cf
+    import prefect
+
+    agent = cf.Agent(name="local", model=local_chat_model(settings))
+    cases = [c for c in CASES if c.quick] if quick else CASES
+
+    @prefect.flow(name="bench-local-model")
+    def bench_flow() -> list[dict[str, Any]]:
+        rows = []
+        for case in cases:
+            CALLS.clear()
+            for tool in case.tools:
+                CALLS.setdefault(tool.__name__, [])
+            before = _stats(info.base_url)
+            task = cf.Task(
+                case.objective, result_type=case.result_type, agents=[agent],
+                tools=case.tools, max_llm_calls=max_llm_calls,
+            )
+            t0 = time.perf_counter()
+            error = None
+            try:
+                task.run(raise_on_failure=False)
+            except Exception as exc:  # noqa: BLE001  (a crash is a result, not a stop)
+                error = f"{type(exc).__name__}: {exc}"
+            seconds = time.perf_counter() - t0
+            after = _stats(info.base_url)
+            calls = {k: list(v) for k, v in CALLS.items()}
+            result = task.result if task.is_successful() else None
+            try:
+                correct = task.is_successful() and bool(case.check(result, calls))
+            except Exception:  # noqa: BLE001  (a check that cannot run is a wrong result)
+                correct = False
+            rows.append({
+                "kind": case.kind, "objective": case.objective,
+                "status": task.status.value, "result": repr(result)[:60],
+                "correct": correct, "seconds": seconds,
+                "llm_calls": after["requests"] - before["requests"],
+                "model_ms": (after["prompt_ms"] - before["prompt_ms"])
+                + (after["predicted_ms"] - before["predicted_ms"]),
+                "error": error,
+            })
+        return rows
+
+    flow_started = time.perf_counter()
+    rows = bench_flow()
+    flow_s = time.perf_counter() - flow_started
+    stats = _stats(info.base_url)
+    stop(settings)
+
+    def rate(pred: Callable[[dict], bool]) -> float:
+        return round(sum(map(pred, rows)) / len(rows), 3)
+
+    one_turn = [r["seconds"] for r in rows if r["llm_calls"] == 1]
+    summary = {
+        "tasks": len(rows),
+        "prompt_tokens_per_s": round(stats["prompt_tokens"] / max(stats["prompt_ms"], 1) * 1000, 1),
+        "generation_tokens_per_s": round(
+            stats["predicted_tokens"] / max(stats["predicted_ms"], 1) * 1000, 1
+        ),
+        "prompt_cache_hit": round(
+            stats["cached_tokens"] / max(stats["cached_tokens"] + stats["prompt_tokens"], 1), 3
+        ),
+        "cold_start_s": round(cold_start_s, 2),
+        "seconds_per_task": round(statistics.mean(r["seconds"] for r in rows), 2),
+        "seconds_per_one_turn_task": round(statistics.mean(one_turn), 2) if one_turn else None,
+        "model_seconds_per_task": round(statistics.mean(r["model_ms"] for r in rows) / 1000, 2),
+        "llm_calls_per_task": round(statistics.mean(r["llm_calls"] for r in rows), 2),
+        "completion_rate": rate(lambda r: r["status"] == "SUCCESSFUL"),
+        "finish_rate": rate(lambda r: r["status"] in ("SUCCESSFUL", "FAILED")),
+        "correct_rate": rate(lambda r: r["correct"]),
+        "correct_rate_with_tools": _sub_rate(rows, tools=True),
+        "correct_rate_without_tools": _sub_rate(rows, tools=False),
+        "parse_failures": stats["parse_failures"],
+        "flow_seconds": round(flow_s, 1),
+        "model": info.model_name,
+    }
+    return {"rows": rows, "summary": summary}
+
+
+def _sub_rate(rows: list[dict], *, tools: bool) -> float | None:
+    chosen = [r for r in rows if (r["kind"] == "tool") == tools]
+    return round(sum(r["correct"] for r in chosen) / len(chosen), 3) if chosen else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="8 tasks instead of 24")
+    parser.add_argument("--max-llm-calls", type=int, default=4, help="per task, then it fails")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="foreman-bench-") as tmp:
+        _prepare_env(Path(tmp))
+        report = run(args.quick, args.max_llm_calls)
+    print(f"{'kind':8} {'status':10} {'ok':3} {'calls':5} {'sec':>6}  objective -> result")
+    for r in report["rows"]:
+        print(
+            f"{r['kind']:8} {r['status']:10} {'yes' if r['correct'] else 'no':3} "
+            f"{r['llm_calls']:5} {r['seconds']:6.1f}  {r['objective'][:50]} -> {r['result']}"
+            + (f"  [{r['error'][:80]}]" if r["error"] else "")
+        )
+    print(json.dumps(report["summary"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
