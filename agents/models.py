@@ -41,6 +41,11 @@ def use_model(model: BaseChatModel) -> Iterator[BaseChatModel]:
         _override = previous
 
 
+def uses_embedded_model(settings: Settings) -> bool:
+    """True when agents will talk to the embedded llama.cpp model (not an override, not hosted)."""
+    return _override is None and parse_model(settings.model).provider == "local"
+
+
 class ModelConfigError(ValueError):
     """The model setting cannot work as given. The message says what to set."""
 

@@ -18,7 +18,7 @@ from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from foreman.agents.models import build_chat_model, describe_model, parse_model
+from foreman.agents.models import build_chat_model, describe_model, uses_embedded_model
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
 from foreman.flows.approval import PrefectApprover
@@ -66,7 +66,7 @@ def planning_scope(allowed_tools: list[str] | None, allow_write: bool, allow_cod
 
 def make_planner(scope: PlanScope, settings: Settings, env: ToolEnv) -> Planner:
     """The embedded model writes plans under the strict schema, where invalid plans cannot be written."""
-    local = parse_model(settings.model).provider == "local"
+    local = uses_embedded_model(settings)
     return Planner(scope, registry, build_chat_model(settings), env.audit, strict=local,
                    max_llm_calls=2 if local else 4)
 
