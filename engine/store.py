@@ -15,12 +15,12 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from foreman.sqlite import SqliteStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_results (
@@ -67,23 +67,8 @@ class PastRun(BaseModel):
     similarity: float
 
 
-class RunStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.row_factory = sqlite3.Row
-            with db:
-                yield db
-        finally:
-            db.close()
+class RunStore(SqliteStore):
+    SCHEMA = SCHEMA
 
     # --- resuming ---------------------------------------------------------------
 
