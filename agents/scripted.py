@@ -99,7 +99,7 @@ class ScriptedChatModel(BaseChatModel):
     replies: list[ScriptedReply] = Field(default_factory=list)
     responder: Responder | None = None
     latency_s: float = 0.0
-    turns: list[Turn] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list, repr=False)  # str(model) runs every call
     _cursor: Iterator[int] = PrivateAttr(default_factory=itertools.count)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _bound_tools: list[str] = PrivateAttr(default_factory=list)
