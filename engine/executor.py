@@ -253,6 +253,7 @@ class Engine:
                 go = parse_condition(sub.condition).evaluate(inputs)
             except ConditionError as exc:
                 outcome.status, outcome.error = NodeStatus.FAILED, str(exc)
+                self._stop_if_fail_fast(sub.id, str(exc), report)
                 return True
             if not go:
                 outcome.status, outcome.reason = NodeStatus.SKIPPED, f"condition false: {sub.condition}"
@@ -284,6 +285,7 @@ class Engine:
         if self.approver is None:
             outcome.status = NodeStatus.FAILED
             outcome.error = "needs human approval, but this run has no approver; run it from a flow that can pause"
+            self._stop_if_fail_fast(sub.id, outcome.error, report)
             return False
         report.status = RunStatus.PAUSED
         self.observer.on_progress(report)
@@ -332,10 +334,13 @@ class Engine:
                 continue
             self.observer.on_revision(report, report.revisions[-1])
             return replans
+        self._stop_if_fail_fast(node_id, error, report)
+        return replans
+
+    def _stop_if_fail_fast(self, node_id: str, error: str, report: RunReport) -> None:
         if report.plan.on_failure == "fail_fast" and not report.stopped_by:
             report.stopped_by = f"sub-task {node_id} failed: {error}"
             self._skip_pending(report, f"not started: run stopped after {node_id} failed")
-        return replans
 
     def _replan(self, node_id: str, error: str, report: RunReport) -> Plan:
         """Ask for a revised graph of the remaining work; finished sub-tasks stay as they are.

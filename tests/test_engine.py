@@ -207,3 +207,17 @@ def test_rerun_of_a_crashed_run_reuses_finished_subtasks(workspace: Path) -> Non
     assert turns_of(model, "a") == [] and turns_of(model, "b") == []
     assert resumed.outcomes["a"].result == "result of a"
     assert len(turns_of(model, "c")) == 1
+
+
+def test_condition_that_cannot_be_evaluated_fails_its_step_and_stops_a_fail_fast_run(workspace: Path) -> None:
+    plan = Plan(tasks=[
+        step("count", result="number"),
+        step("odd", depends_on=["count"], condition="count.severity == 'high'"),  # a number has no fields
+        step("after", depends_on=["odd"]),
+    ])
+    report = run_plan(plan, scripted({"count": succeed(3)}), workspace)
+    assert report.outcomes["odd"].status == NodeStatus.FAILED
+    assert "reads .severity of a float" in report.outcomes["odd"].error
+    assert report.outcomes["after"].status == NodeStatus.SKIPPED
+    assert report.status == RunStatus.FAILED and "odd failed" in report.stopped_by
+    assert report.outcomes["count"].result == 3
