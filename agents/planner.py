@@ -84,14 +84,15 @@ def draft_schema(scope: PlanScope, max_tasks: int | None = None) -> type[BaseMod
     )
 
 
-def strict_draft_schema(scope: PlanScope, max_tasks: int = 4) -> type[BaseModel]:
+def strict_draft_schema(scope: PlanScope, max_tasks: int = 3) -> type[BaseModel]:
     """A draft schema in which an invalid plan cannot be written, for models that decode under it.
 
     Ids are fixed (step1, step2, ...) and listed in order; a step may depend only on
     steps before it (no cycles, no unknown ids); each step is one variant per agent,
     whose tools are that agent's tools allowed in this flow (no out-of-scope grant).
-    Conditions are left out. The price is expressiveness, so it is used for small
-    local models; capable models get `draft_schema`.
+    Conditions are left out, and strings are short: a small model pads strings to their
+    limit, and the whole plan must fit in one reply (512 tokens by default). The price is
+    expressiveness, so it is used for small local models; capable models get `draft_schema`.
     """
     ids = [f"step{i}" for i in range(1, max_tasks + 1)]
 
@@ -103,8 +104,8 @@ def strict_draft_schema(scope: PlanScope, max_tasks: int = 4) -> type[BaseModel]
             variants.append(create_model(
                 f"Step{k + 1}By{agent.title().replace('-', '')}",
                 id=(Literal[ids[k]], ids[k]),
-                title=(str, Field(max_length=60)),
-                instructions=(str, Field(max_length=300)),
+                title=(str, Field(max_length=40)),
+                instructions=(str, Field(max_length=120)),
                 agent=(Literal[agent], ...),
                 tools=(list[Literal[tools]], Field(default_factory=list, max_length=len(tools)))
                 if tools else (list[str], Field(default_factory=list, max_length=0)),
@@ -118,7 +119,7 @@ def strict_draft_schema(scope: PlanScope, max_tasks: int = 4) -> type[BaseModel]
     shapes = tuple(tuple[tuple(steps[: n + 1])] for n in range(max_tasks))
     return create_model(
         "DraftPlan",
-        rationale=(str, Field(max_length=300)),
+        rationale=(str, Field(max_length=120)),
         tasks=(Union[shapes], ...),
     )
 

@@ -44,10 +44,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=len(OBJECTIVES))
     args = parser.parse_args()
 
-    from foreman.agents.models import build_chat_model, describe_model
-    from foreman.agents.planner import Planner, PlanningFailed
-    from foreman.agents.registry import registry
-    from foreman.flows.planner import planning_scope
+    from foreman.agents.models import describe_model
+    from foreman.agents.planner import PlanningFailed
+    from foreman.flows.planner import make_planner, planning_scope
     from foreman.settings import get_settings
     from foreman.tools.catalog import ToolEnv
 
@@ -55,10 +54,10 @@ def main() -> None:
     print(describe_model(settings).splitlines()[0])
     env = ToolEnv.from_settings(settings)
     scope = planning_scope(None, allow_write=False, allow_code=False)
-    model = build_chat_model(settings)
     rows = []
     for objective in OBJECTIVES[: args.limit]:
-        planner = Planner(scope, registry, model, env.audit, max_repairs=args.repairs)
+        planner = make_planner(scope, settings, env)  # the same planner `foreman run` uses
+        planner.max_repairs = args.repairs
         started = time.perf_counter()
         try:
             outcome = planner.plan(objective)
