@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import controlflow as cf
@@ -24,6 +25,7 @@ from foreman.agents.models import build_chat_model
 from foreman.agents.registry import AgentRegistry
 from foreman.engine.executor import Usage
 from foreman.engine.plan import ResultKind, SubTask
+from foreman.engine.scripts import run_script
 from foreman.engine.store import AgentStats
 from foreman.settings import Settings
 from foreman.taskrun import private_flow, run_task
@@ -75,6 +77,7 @@ class ControlFlowRunner:
         stats: dict[str, AgentStats] | None = None,
         breaker_failures: int = 3,
         breaker_cooldown_s: float = 600.0,
+        script_base: Path | None = None,
     ) -> None:
         self.env = env
         self.agents = agents
@@ -83,6 +86,7 @@ class ControlFlowRunner:
         self.stats = stats or {}
         self.breaker_failures = breaker_failures
         self.breaker_cooldown_s = breaker_cooldown_s
+        self.script_base = script_base or Path.cwd()
         self._models: dict[str, BaseChatModel] = {}
         self._lock = threading.Lock()
 
@@ -110,6 +114,8 @@ class ControlFlowRunner:
         return sorted(able, key=rank)
 
     def choose_agent(self, sub: SubTask, tried: list[str]) -> str:
+        if sub.script is not None:
+            return "script"
         ranked = self.candidates(sub)
         if not ranked:
             raise NoAgentAvailable(f"no agent has capability {sub.capability!r} and the tools {sub.tools}")
@@ -130,6 +136,8 @@ class ControlFlowRunner:
         return RESULT_TYPES.get(kind) or SCHEMAS[kind]
 
     def run(self, sub: SubTask, inputs: dict[str, Any], agent: str, max_llm_calls: int, usage: Usage) -> Any:
+        if sub.script is not None:
+            return run_script(sub.script, timeout_s=sub.timeout_s, base=self.script_base, inputs=inputs)
         spec = self.agents.get(agent)
         cf_agent = cf.Agent(
             name=spec.name, description=spec.description, instructions=spec.instructions,

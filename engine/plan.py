@@ -27,6 +27,15 @@ class ResultKind(str, Enum):
     OBJECT = "object"
 
 
+class ScriptStep(BaseModel):
+    """Run an existing script or command instead of an agent (the user's own chores)."""
+
+    path: str = Field(min_length=1, description="A Python script (run with this Python) or an executable.")
+    args: list[str] = Field(default_factory=list)
+    cwd: str | None = Field(default=None, description="Working directory (default: the workflow file's folder).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
+
+
 class SubTask(BaseModel):
     """One node of the plan: one ControlFlow task run by one agent with exactly its tools."""
 
@@ -35,6 +44,7 @@ class SubTask(BaseModel):
     instructions: str = Field(min_length=1, description="What the agent must do, in full.")
     agent: str | None = Field(default=None, description="Registry name of the agent. Or give `capability`.")
     capability: str | None = Field(default=None, description="Pick the best agent with this capability.")
+    script: ScriptStep | None = Field(default=None, description="Run this script instead of an agent.")
     tools: list[str] = Field(default_factory=list, description="Tools granted to this sub-task only.")
     depends_on: list[str] = Field(default_factory=list)
     result: ResultKind | str = Field(

@@ -81,7 +81,12 @@ def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
     for task in plan.tasks:
         # who does it
         candidates: list[str] = []
-        if task.agent is None and task.capability is None:
+        if task.script is not None:
+            if task.agent or task.capability:
+                err(task.id, "script", "a script step has no agent or capability; remove them or the script")
+            if task.tools:
+                err(task.id, "tools", "a script step gets no agent tools; remove them")
+        elif task.agent is None and task.capability is None:
             err(task.id, "agent", f"name an agent ({', '.join(known_agents)}) or a capability")
         elif task.agent is not None:
             if task.agent not in scope.agents:
