@@ -36,7 +36,7 @@ def mermaid(plan: Plan, statuses: dict[str, NodeStatus] | None = None) -> str:
     """The sub-task graph as Mermaid, coloured by status when given."""
     lines = ["graph TD"]
     for sub in plan.tasks:
-        who = sub.agent or f"any {sub.capability}"
+        who = f"script {sub.script.path}" if sub.script else (sub.agent or f"any {sub.capability}")
         lines.append(f'    {sub.id}["{sub.id}: {_label(sub.title)}<br/><small>{who}</small>"]')
     for sub in plan.tasks:
         for dep in sub.depends_on:
@@ -54,7 +54,7 @@ def plan_markdown(plan: Plan, title: str = "Plan") -> str:
     rows = ["| id | title | agent | tools | depends on | condition | approval |", "|---|---|---|---|---|---|---|"]
     for t in plan.tasks:
         rows.append(
-            f"| {t.id} | {t.title} | {t.agent or 'capability: ' + str(t.capability)} | {', '.join(t.tools) or '-'}"
+            f"| {t.id} | {t.title} | {('script: ' + t.script.path) if t.script else (t.agent or 'capability: ' + str(t.capability))} | {', '.join(t.tools) or '-'}"
             f" | {', '.join(t.depends_on) or '-'} | {t.condition or '-'} | {'yes' if t.approval else '-'} |"
         )
     return (

@@ -136,14 +136,10 @@ def plan_and_run(
     store.record_run(run_key, objective, RunStatus.RUNNING.value, None, valid.plan.model_dump(mode="json"), [],
                      started, 0.0, "running")
 
-    runner = ControlFlowRunner(env, registry, settings, flow_tools=FLOW_TOOLS, stats=store.agent_stats())
     budgets = Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens, max_wall_s=max_wall_s,
                       max_replans=max_replans, max_concurrency=max_concurrency)
-    engine = Engine(runner, scope, store, budgets, replanner=planner.replan, observer=ArtifactObserver(),
-                    approver=PrefectApprover(env.audit, timeout_s=approval_timeout_s))
-    report = engine.run(valid, run_key)
-    if report.reused:
-        log.info("reused finished sub-tasks: %s", ", ".join(report.reused))
+    report = execute_plan(valid, run_key, env=env, scope=scope, settings=settings, store=store, budgets=budgets,
+                          replanner=planner.replan, approval_timeout_s=approval_timeout_s)
 
     answer = synthesize(objective, report, settings, env)
     summary = _summary(report)
@@ -156,6 +152,20 @@ def plan_and_run(
         reused=report.reused, revisions=len(report.revisions), repaired_plan=repaired,
         llm_calls=report.usage.llm_calls, tokens=report.usage.tokens, duration_s=time.time() - started,
     )
+
+
+def execute_plan(valid: ValidPlan, run_key: str, *, env: ToolEnv, scope: PlanScope, settings: Settings,
+                 store: RunStore, budgets: Budgets, replanner: Any = None, approval_timeout_s: int = 3600,
+                 script_base: Path | None = None) -> RunReport:
+    """Run a validated plan inside the current flow run: the part plans and workflows share."""
+    runner = ControlFlowRunner(env, registry, settings, flow_tools=FLOW_TOOLS, stats=store.agent_stats(),
+                               script_base=script_base)
+    engine = Engine(runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
+                    approver=PrefectApprover(env.audit, timeout_s=approval_timeout_s))
+    report = engine.run(valid, run_key)
+    if report.reused:
+        get_run_logger().info("reused finished sub-tasks: %s", ", ".join(report.reused))
+    return report
 
 
 def _get_plan(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,

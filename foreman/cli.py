@@ -16,6 +16,8 @@ from rich.table import Table
 app = typer.Typer(help="Foreman: LLM agents that do real work, run and watched on Prefect.", no_args_is_help=True)
 model_app = typer.Typer(help="Which model agents use, where it is served, how to switch.", invoke_without_command=True)
 app.add_typer(model_app, name="model")
+workflow_app = typer.Typer(help="Workflow files: your scripts, agents and approval points as one graph.")
+app.add_typer(workflow_app, name="workflow")
 console = Console()
 
 
@@ -283,6 +285,73 @@ def model_stop() -> None:
 
     was_running = local_server.stop(get_settings())
     console.print("stopped the embedded model server" if was_running else "the embedded model server was not running")
+
+
+@workflow_app.command("init")
+def workflow_init(
+    folder: Annotated[Path, typer.Argument(help="A folder of Python scripts.")],
+    output: Annotated[Optional[Path], typer.Option(help="Where to write it (default: FOLDER/workflow.yaml).")] = None,
+) -> None:
+    """Write a workflow skeleton with one step per script, for you to edit."""
+    from foreman.engine.workflow import WorkflowError, skeleton
+
+    try:
+        text = skeleton(folder)
+    except WorkflowError as exc:
+        _fail(str(exc))
+    target = output or folder / "workflow.yaml"
+    if target.exists():
+        _fail(f"{target} exists; pass --output to write elsewhere")
+    target.write_text(text)
+    console.print(f"wrote {target}; edit it, then: foreman workflow check {target}")
+
+
+@workflow_app.command("check")
+def workflow_check(file: Annotated[Path, typer.Argument(help="A workflow YAML file.")]) -> None:
+    """Validate a workflow file without running it."""
+    from foreman.agents.registry import registry
+    from foreman.engine.cf_runner import build_scope
+    from foreman.engine.explain import mermaid
+    from foreman.engine.workflow import WorkflowError, load_workflow
+
+    try:
+        workflow = load_workflow(file, build_scope(registry, []))
+    except WorkflowError as exc:
+        _fail(str(exc))
+    console.print(f"[green]ok[/green]: {workflow.name}, {len(workflow.plan.plan.tasks)} steps, "
+                  f"order {' -> '.join(workflow.plan.order)}"
+                  + (f", schedule {workflow.schedule.model_dump(exclude_none=True)}" if workflow.schedule else ""))
+    console.print(mermaid(workflow.plan.plan), highlight=False)
+
+
+@workflow_app.command("run")
+def workflow_run(
+    file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],
+    workspace: Annotated[Optional[Path], typer.Option(help="Folder agent steps may read.")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Run key of an earlier run to resume.")] = None,
+) -> None:
+    """Run a workflow file now."""
+    from foreman.engine.workflow import WorkflowError
+    from foreman.flows.workflow import run_workflow
+
+    state = run_workflow(path=str(file.resolve()), workspace=str(workspace) if workspace else None,
+                         resume=resume, return_state=True)
+    if state.is_failed():
+        try:
+            state.result()
+        except WorkflowError as exc:
+            _fail(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            _fail(f"run failed: {exc}")
+    result = state.result()
+    table = Table("step", "status", "result")
+    for sub in result.plan.tasks:
+        status = result.statuses.get(sub.id)
+        table.add_row(sub.id, status.value if status else "-", str(result.results.get(sub.id, ""))[:100])
+    console.print(table)
+    console.print(result.answer, highlight=False)
+    if result.status.value != "COMPLETED":
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

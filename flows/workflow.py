@@ -1,0 +1,54 @@
+"""Run a workflow file (Level 6): the user's scripts, agents and approval points, on the plan engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from foreman.agents.registry import registry
+from foreman.engine.cf_runner import build_scope
+from foreman.engine.executor import Budgets, RunStatus
+from foreman.engine.store import run_store
+from foreman.engine.workflow import load_workflow
+from foreman.flows.planner import PlanRunResult, execute_plan
+from foreman.settings import get_settings
+from foreman.tools.catalog import ToolEnv
+
+
+@flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def run_workflow(path: str, workspace: str | None = None, allow_write: bool = False,
+                 max_llm_calls: int = 100, max_concurrency: int = 4, resume: str | None = None,
+                 approval_timeout_s: int = 3600) -> PlanRunResult:
+    """Load, validate and run the workflow file at `path`. Nothing runs from an invalid file."""
+    settings = get_settings()
+    started = time.time()
+    scope = build_scope(registry, [])
+    workflow = load_workflow(path, scope)
+    scope = scope.model_copy(update={"allowed_tools": workflow.tools})
+    run_key = resume or str(FlowRunContext.get().flow_run.id)
+    root = Path(workspace or settings.workspace).expanduser().resolve()
+    env = ToolEnv.from_settings(settings, workspace=root, allow_write=allow_write)
+    store = run_store()
+    get_run_logger().info("workflow %s from %s: %s", workflow.name, workflow.path,
+                          " -> ".join(workflow.plan.order))
+    report = execute_plan(workflow.plan, run_key, env=env, scope=scope, settings=settings, store=store,
+                          budgets=Budgets(max_llm_calls=max_llm_calls, max_replans=0,
+                                          max_concurrency=max_concurrency),
+                          approval_timeout_s=approval_timeout_s, script_base=workflow.folder)
+    store.record_run(run_key, workflow.name, report.status.value, report.stopped_by,
+                     report.plan.model_dump(mode="json"), [], started, time.time() - started,
+                     f"workflow {workflow.name}: {report.status.value}")
+    statuses = {i: o.status for i, o in report.outcomes.items()}
+    answer = (f"workflow {workflow.name} {report.status.value}"
+              + (f" (stopped by {report.stopped_by})" if report.stopped_by else ""))
+    return PlanRunResult(objective=workflow.name, status=report.status, answer=answer,
+                         stopped_by=report.stopped_by, run_key=run_key, plan=report.plan, results=report.results,
+                         statuses=statuses, reused=report.reused, llm_calls=report.usage.llm_calls,
+                         tokens=report.usage.tokens, duration_s=time.time() - started)
+
+
+__all__ = ["RunStatus", "run_workflow"]

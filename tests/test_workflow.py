@@ -1,0 +1,105 @@
+"""Workflow files: loading errors name file, step and field; init; a script workflow runs end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from foreman.agents.registry import registry
+from foreman.cli import app
+from foreman.engine.cf_runner import build_scope
+from foreman.engine.workflow import WorkflowError, load_workflow, skeleton
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "workflows" / "log_pipeline" / "workflow.yaml"
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_example_loads() -> None:
+    workflow = load_workflow(EXAMPLE, build_scope(registry, []))
+    assert workflow.plan.order == ["collect", "redact", "summarize", "upload"]
+    assert workflow.schedule.cron == "0 3 * * *"
+    assert workflow.plan.plan.task("upload").approval
+
+
+def test_errors_name_the_file_the_step_and_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+name: broken
+steps:
+  - id: a
+    script: {path: missing.py}
+  - id: b
+    agent: wizard
+    instructions: x
+    depends_on: [a, ghost]
+  - id: c
+    agent: generalist
+    instructions: y
+    retries: 99
+""")
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path, build_scope(registry, []))
+    text = str(info.value)
+    assert "wf.yaml: a.script.path: 'missing.py' does not exist" in text
+    assert "wf.yaml: steps[2] (c).retries:" in text
+
+
+def test_plan_level_errors_are_reported_after_the_file_checks(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("print(1)\n")
+    path = write(tmp_path, """
+name: cyclic
+steps:
+  - {id: a, script: a.py, depends_on: [b]}
+  - {id: b, script: a.py, depends_on: [a]}
+  - {id: c, agent: wizard, instructions: x}
+""")
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path, build_scope(registry, []))
+    text = str(info.value)
+    assert "dependency cycle" in text and "c.agent: unknown agent 'wizard'" in text
+
+
+def test_init_writes_one_step_per_script(tmp_path: Path) -> None:
+    for name in ["b_upload.py", "a_collect.py", "_helper.py"]:
+        (tmp_path / name).write_text("print(1)\n")
+    out = runner.invoke(app, ["workflow", "init", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    workflow = load_workflow(tmp_path / "workflow.yaml", build_scope(registry, []))
+    assert workflow.plan.order == ["a_collect", "b_upload"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WorkflowError, match="no Python scripts"):
+        skeleton(empty)
+
+
+def test_check_command_fails_with_the_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nsteps:\n  - {id: a, agent: wizard, instructions: i}\n")
+    out = runner.invoke(app, ["workflow", "check", str(path)], terminal_width=200)
+    assert out.exit_code == 1
+    assert "unknown agent 'wizard'" in out.output
+
+
+@pytest.mark.usefixtures("prefect_server", "foreman_home")
+def test_script_workflow_runs_with_conditions(tmp_path: Path) -> None:
+    (tmp_path / "count.py").write_text('import json\nprint(json.dumps({"n": 2}))\n')
+    (tmp_path / "big.py").write_text("print('big')\n")
+    (tmp_path / "small.py").write_text("print('small')\n")
+    path = write(tmp_path, """
+name: branches
+steps:
+  - {id: count, script: count.py}
+  - {id: big, script: big.py, depends_on: [count], condition: count.n > 5}
+  - {id: small, script: small.py, depends_on: [count], condition: count.n <= 5}
+""")
+    out = runner.invoke(app, ["workflow", "run", str(path)], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "COMPLETED" in out.output
+    lines = {line.split()[1]: line for line in out.output.splitlines() if line.startswith("│")}
+    assert "SKIPPED" in lines["big"] and "COMPLETED" in lines["small"]
