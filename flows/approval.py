@@ -7,6 +7,8 @@ default (reject unless told otherwise). Every decision is kept in the audit log.
 
 from __future__ import annotations
 
+import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+
 import json
 from typing import Any
 

@@ -9,6 +9,8 @@ The folder searched is the workspace for this run; no tool can leave it.
 
 from __future__ import annotations
 
+import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+
 from pathlib import Path
 
 import controlflow as cf

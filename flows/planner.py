@@ -8,6 +8,8 @@ Every step is explained as Prefect artifacts; the answer is synthesized at the e
 
 from __future__ import annotations
 
+import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+
 import time
 from pathlib import Path
 from typing import Any

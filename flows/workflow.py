@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+
 import time
 from pathlib import Path
 
