@@ -391,7 +391,7 @@ class Engine:
     def _close(self, report: RunReport) -> None:
         report.finished = time.time()
         statuses = {o.status for o in report.outcomes.values()}
-        if report.stopped_by or NodeStatus.FAILED in statuses and report.plan.on_failure == "fail_fast":
+        if report.stopped_by or (NodeStatus.FAILED in statuses and report.plan.on_failure == "fail_fast"):
             report.status = RunStatus.FAILED
         elif NodeStatus.FAILED in statuses and not any(o.status == NodeStatus.COMPLETED for o in report.outcomes.values()):
             report.status = RunStatus.FAILED

@@ -221,3 +221,26 @@ def test_condition_that_cannot_be_evaluated_fails_its_step_and_stops_a_fail_fast
     assert report.outcomes["after"].status == NodeStatus.SKIPPED
     assert report.status == RunStatus.FAILED and "odd failed" in report.stopped_by
     assert report.outcomes["count"].result == 3
+
+
+def test_a_revision_that_would_redo_a_finished_step_is_refused_and_kept_as_failed(workspace: Path) -> None:
+    plan = Plan(tasks=[step("a"), step("b", depends_on=["a"])])
+
+    def replanner(request: ReplanRequest) -> Plan:
+        return Plan(tasks=[step("a"), step("b2", depends_on=["a"])])  # "a" already finished
+
+    model = scripted({"b": fail("no")})
+    report = run_plan(plan, model, workspace, replanner=replanner, budgets=Budgets(max_replans=1))
+    assert len(turns_of(model, "a")) == 1
+    assert "replan failed" in report.revisions[0].error and "never redone" in report.revisions[0].error
+    assert report.status == RunStatus.FAILED and "b failed" in report.stopped_by
+
+
+def test_approval_step_without_an_approver_fails_clearly_and_stops(workspace: Path) -> None:
+    plan = Plan(tasks=[step("a"), step("risky", depends_on=["a"], approval=True), step("after", depends_on=["risky"])])
+    model = scripted({})
+    report = run_plan(plan, model, workspace)
+    assert report.outcomes["risky"].status == NodeStatus.FAILED
+    assert "no approver" in report.outcomes["risky"].error
+    assert turns_of(model, "risky") == []
+    assert report.outcomes["after"].status == NodeStatus.SKIPPED and report.status == RunStatus.FAILED
