@@ -32,6 +32,7 @@ You are a planner. Break the objective into a small graph of sub-tasks that agen
 - Give each sub-task to the agent whose description fits, and grant only the tools it needs.
 - depends_on lists the ids whose results a sub-task needs; sub-tasks without dependencies run in parallel.
 - A condition (optional) is an expression over results of sub-tasks it depends on, e.g. `count > 3`.
+- Set approval true on a step that changes things a person cares about (writes files, runs code, sends).
 - Explain the breakdown in one or two sentences in the rationale.
 """
 
@@ -76,6 +77,7 @@ def draft_schema(scope: PlanScope, max_tasks: int | None = None) -> type[BaseMod
         depends_on=(list[str], Field(default_factory=list, max_length=5)),
         result=(ResultKind, ResultKind.TEXT),
         condition=(str | None, None),
+        approval=(bool, Field(default=False, description="true: a person approves before this step runs")),
     )
     return create_model(
         "DraftPlan",

@@ -157,11 +157,22 @@ class ControlFlowRunner:
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
-def build_scope(agents: AgentRegistry, allowed_tools: list[str], *, max_nodes: int = 25, max_depth: int = 10):
-    """What plans of this run may use: the registry's agents, the catalogue, the flow's allowance."""
+def build_scope(agents: AgentRegistry, allowed_tools: list[str], *, max_nodes: int = 25, max_depth: int = 10,
+                approval_tools: list[str] | None = None):
+    """What plans of this run may use: the registry's agents, the catalogue, the flow's allowance.
+
+    `approval_tools` defaults to the FOREMAN_APPROVAL_TOOLS setting; a name that is not a
+    tool is an error, because a misspelt guard would silently guard nothing.
+    """
     from foreman.engine.validate import AgentInfo, PlanScope
+    from foreman.settings import get_settings
     from foreman.tools.catalog import CATALOG
 
+    guarded = get_settings().approval_tools if approval_tools is None else approval_tools
+    unknown = sorted(set(guarded) - set(CATALOG))
+    if unknown:
+        raise ValueError(f"FOREMAN_APPROVAL_TOOLS names unknown tool(s) {', '.join(unknown)}; "
+                         f"known tools: {', '.join(sorted(CATALOG))}")
     return PlanScope(
         agents={s.name: AgentInfo(capabilities=s.capabilities, tools=s.tools) for s in agents.specs()},
         tools=list(CATALOG),
@@ -169,4 +180,5 @@ def build_scope(agents: AgentRegistry, allowed_tools: list[str], *, max_nodes: i
         schemas=list(SCHEMAS),
         max_nodes=max_nodes,
         max_depth=max_depth,
+        approval_tools=list(guarded),
     )

@@ -147,7 +147,17 @@ class NullObserver:
 
 
 Replanner = Callable[[ReplanRequest], Plan]
-Approver = Callable[[SubTask, dict[str, Any]], tuple[bool, str]]
+class ApprovalAnswer(BaseModel):
+    """What a person decided at an approval point (or the default, when nobody answered)."""
+
+    approved: bool
+    comment: str = ""
+    value: str = Field(default="", description="The typed answer to the step's `ask`, if any.")
+    decided_by: str | None = None
+    timed_out: bool = False
+
+
+Approver = Callable[[SubTask, dict[str, Any]], ApprovalAnswer]
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -190,6 +200,7 @@ class Engine:
             run_key=run_key, objective=plan.objective, status=RunStatus.RUNNING, plan=plan,
             outcomes={t.id: NodeOutcome(id=t.id, title=t.title) for t in plan.tasks}, started=time.time(),
         )
+        self._rejected_for_replan: list[str] = []
         self._reuse_finished(report)
         self.observer.on_plan(report)
 
@@ -204,6 +215,8 @@ class Engine:
                 for sub in self._ready(report, running):
                     if not self._start(sub, report, running):
                         break
+                while self._rejected_for_replan:
+                    replans = self._on_failure(self._rejected_for_replan.pop(0), report, replans)
             if not running:
                 if report.stopped_by or not self._ready(report, running):
                     break
@@ -263,8 +276,11 @@ class Engine:
         calls = self._calls_available(report, running)
         if calls < 1:
             return False  # wait for running sub-tasks to hand back their reservations
-        if sub.approval and not self._approve(sub, inputs, report):
-            return True
+        if sub.approval:
+            answer = self._approve(sub, inputs, report)
+            if answer is None:
+                return True
+            inputs = {**inputs, "_approval": answer.model_dump(include={"approved", "value", "comment", "decided_by"})}
         tried: list[str] = []
         usage = Usage()
         reserved = min(sub.max_llm_calls, calls)
@@ -280,20 +296,32 @@ class Engine:
         running[sub.id] = (future, tried, usage, reserved)
         return True
 
-    def _approve(self, sub: SubTask, inputs: dict[str, Any], report: RunReport) -> bool:
+    def _approve(self, sub: SubTask, inputs: dict[str, Any], report: RunReport) -> ApprovalAnswer | None:
+        """Ask a person; None when the step must not run (rejected, or no one can be asked)."""
         outcome = report.outcomes[sub.id]
         if self.approver is None:
             outcome.status = NodeStatus.FAILED
             outcome.error = "needs human approval, but this run has no approver; run it from a flow that can pause"
             self._stop_if_fail_fast(sub.id, outcome.error, report)
-            return False
+            return None
         report.status = RunStatus.PAUSED
         self.observer.on_progress(report)
-        approved, note = self.approver(sub, inputs)
+        answer = self.approver(sub, inputs)
         report.status = RunStatus.RUNNING
-        if not approved:
-            outcome.status, outcome.reason = NodeStatus.SKIPPED, f"rejected by a person: {note}"
-        return approved
+        if answer.approved:
+            return answer
+        why = "no decision before the timeout (default: reject)" if answer.timed_out else "rejected by a person"
+        why += f": {answer.comment}" if answer.comment else ""
+        if sub.on_reject == "skip":
+            outcome.status, outcome.reason = NodeStatus.SKIPPED, why
+        else:
+            outcome.status, outcome.error = NodeStatus.FAILED, why
+            self._record(report, sub.id)
+            if sub.on_reject == "replan":
+                self._rejected_for_replan.append(sub.id)
+            else:
+                self._stop_if_fail_fast(sub.id, why, report)
+        return None
 
     def _finish(self, node_id: str, future: PrefectFuture, tried: list[str], usage: Usage, report: RunReport) -> bool:
         outcome = report.outcomes[node_id]
@@ -359,7 +387,7 @@ class Engine:
         kept = [t for t in report.plan.tasks if t.id in settled]
         merged = Plan(objective=report.plan.objective, rationale=proposal.rationale or report.plan.rationale,
                       tasks=kept + list(proposal.tasks), on_failure=report.plan.on_failure)
-        validate_plan(merged, self.scope)
+        merged = validate_plan(merged, self.scope).plan
         for sub in report.plan.tasks:
             if sub.id not in settled:
                 report.outcomes.pop(sub.id, None)

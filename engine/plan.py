@@ -36,6 +36,9 @@ class ScriptStep(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables.")
 
 
+RUN_ONLY_FIELDS = {"retries", "retry_backoff_s", "timeout_s", "approval", "ask", "on_reject", "approval_default"}
+
+
 class SubTask(BaseModel):
     """One node of the plan: one ControlFlow task run by one agent with exactly its tools."""
 
@@ -55,6 +58,18 @@ class SubTask(BaseModel):
         description="Run only if this expression over earlier results is true, e.g. `count > 3 and ok`.",
     )
     approval: bool = Field(default=False, description="A person must approve before it runs.")
+    ask: str | None = Field(
+        default=None, max_length=300,
+        description="A question for the approver; the typed answer reaches the step as input `_approval.value`.",
+    )
+    on_reject: Literal["skip", "fail", "replan"] = Field(
+        default="skip",
+        description="When the person says no: skip this step and its dependants, fail it (the run's "
+        "on_failure rule applies), or ask the planner for another way (planner runs; otherwise it fails).",
+    )
+    approval_default: Literal["reject", "approve"] = Field(
+        default="reject", description="The decision taken when nobody answers before the approval timeout."
+    )
     retries: int = Field(default=1, ge=0, le=5)
     retry_backoff_s: float = Field(default=1.0, ge=0, le=300)
     timeout_s: float = Field(default=300.0, gt=0, le=3600)
@@ -62,7 +77,7 @@ class SubTask(BaseModel):
 
     def fingerprint(self) -> str:
         """Changes when anything that affects the sub-task's result changes."""
-        return _digest(self.model_dump(mode="json", exclude={"retries", "retry_backoff_s", "timeout_s"}))
+        return _digest(self.model_dump(mode="json", exclude=RUN_ONLY_FIELDS))
 
 
 class Plan(BaseModel):

@@ -11,7 +11,7 @@ from graphlib import CycleError, TopologicalSorter
 from pydantic import BaseModel, Field
 
 from foreman.engine.conditions import ConditionError, parse_condition
-from foreman.engine.plan import Plan, ResultKind
+from foreman.engine.plan import Plan, ResultKind, SubTask
 
 
 class AgentInfo(BaseModel):
@@ -28,6 +28,9 @@ class PlanScope(BaseModel):
     tools: list[str] = Field(description="Every tool in the catalogue.")
     allowed_tools: list[str] = Field(description="Tools this flow allows sub-tasks to be granted.")
     schemas: list[str] = Field(default_factory=list, description="Named result schemas.")
+    approval_tools: list[str] = Field(
+        default_factory=list, description="A step that may use any of these tools always waits for a person."
+    )
     max_nodes: int = 25
     max_depth: int = 10
 
@@ -56,6 +59,9 @@ class ValidPlan(BaseModel):
     plan: Plan
     order: list[str]
     depth: int
+    approvals_added: list[str] = Field(
+        default_factory=list, description="Steps given an approval point because of `approval_tools`."
+    )
 
 
 def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
@@ -152,4 +158,27 @@ def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
 
     if errors:
         raise PlanInvalid(errors)
-    return ValidPlan(plan=plan, order=order, depth=depth)
+    plan, added = require_approvals(plan, scope)
+    return ValidPlan(plan=plan, order=order, depth=depth, approvals_added=added)
+
+
+def step_tools(task: SubTask, scope: PlanScope) -> set[str]:
+    """Every tool the step could call: its own grants and the agent-level tools of whoever may run it."""
+    if task.script is not None:
+        return set()
+    agents = [task.agent] if task.agent else [n for n, a in scope.agents.items() if task.capability in a.capabilities]
+    return set(task.tools).union(*(scope.agents[a].tools for a in agents if a in scope.agents))
+
+
+def require_approvals(plan: Plan, scope: PlanScope) -> tuple[Plan, list[str]]:
+    """Put an approval point before every step that may use a tool in `scope.approval_tools`.
+
+    Done here, in validation, so that no way into the engine (planner, revision,
+    workflow file) can run such a step unapproved.
+    """
+    guarded = set(scope.approval_tools)
+    added = [t.id for t in plan.tasks if not t.approval and step_tools(t, scope) & guarded]
+    if not added:
+        return plan, []
+    tasks = [t.model_copy(update={"approval": True}) if t.id in added else t for t in plan.tasks]
+    return plan.model_copy(update={"tasks": tasks}), added

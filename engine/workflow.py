@@ -20,7 +20,7 @@ error names the file, the step and the field, and nothing runs from a bad file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -44,7 +44,10 @@ class WorkflowFile(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     schedule: Schedule | None = None
-    on_failure: str = "fail_fast"
+    workspace: str | None = Field(
+        default=None, description="The folder agent steps' file tools work in (relative to this file)."
+    )
+    on_failure: Literal["fail_fast", "continue"] = "fail_fast"
     steps: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -56,6 +59,7 @@ class Workflow(BaseModel):
     schedule: Schedule | None
     path: Path
     plan: ValidPlan
+    workspace: Path | None = None
 
     @property
     def folder(self) -> Path:
@@ -123,17 +127,24 @@ def load_workflow(path: str | Path, scope: PlanScope) -> Workflow:
             script = script if script.is_absolute() else path.parent / script
             if not script.exists():
                 errors.append(f"{step.id}.script.path: {step.script.path!r} does not exist (relative to {path.parent})")
+    workspace = None
+    if spec.workspace is not None:
+        workspace = Path(spec.workspace).expanduser()
+        workspace = (workspace if workspace.is_absolute() else path.parent / workspace).resolve()
+        if not workspace.is_dir():
+            errors.append(f"workspace: {spec.workspace!r} is not a folder (relative to {path.parent})")
     if errors:
         raise WorkflowError(path, errors)
     plan = Plan(objective=spec.description or spec.name, rationale=spec.description, tasks=steps,
-                on_failure=spec.on_failure)  # type: ignore[arg-type]
+                on_failure=spec.on_failure)
     tools = sorted({t for s in steps for t in s.tools})
     scope = scope.model_copy(update={"allowed_tools": sorted(set(scope.allowed_tools) | set(tools))})
     try:
         valid = validate_plan(plan, scope)
     except PlanInvalid as exc:
         raise WorkflowError(path, [str(e) for e in exc.errors]) from None
-    return Workflow(name=spec.name, description=spec.description, schedule=spec.schedule, path=path, plan=valid)
+    return Workflow(name=spec.name, description=spec.description, schedule=spec.schedule, path=path, plan=valid,
+                    workspace=workspace)
 
 
 def skeleton(folder: str | Path) -> str:

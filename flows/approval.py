@@ -16,9 +16,14 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
+from prefect.context import FlowRunContext
 from prefect.input import RunInput
+from pydantic import Field
 
+from foreman.engine.executor import ApprovalAnswer
 from foreman.engine.plan import SubTask
+from foreman.notifications import RunEvent, notify, run_url
+from foreman.settings import get_settings
 from foreman.tools.audit import AuditLog, Decision, current_context
 
 
@@ -27,14 +32,20 @@ class ApprovalInput(RunInput):
 
     approve: bool = False
     comment: str = ""
-    decided_by: str = ""
+    decided_by: str = Field(default="", description="Your name, for the audit trail.")
+    value: str = Field(default="", description="Your answer, when the step asks a question.")
 
 
 def approval_request(sub: SubTask, inputs: dict[str, Any]) -> str:
     """What the person sees: the step, what it will do, and what it will work from."""
     found = "\n".join(f"- **{k}**: {json.dumps(v, default=str)[:500]}" for k, v in inputs.items()) or "- (nothing)"
+    question = f"**It asks you:** {sub.ask} (answer in *value*)\n\n" if sub.ask else ""
+    rejecting = {"skip": "the step and everything after it are skipped",
+                 "fail": "the step fails", "replan": "the planner looks for another way"}[sub.on_reject]
     return (
         f"### Approve step `{sub.id}`: {sub.title}?\n\n"
+        f"{question}"
+        f"If you reject it, {rejecting}; with no answer in time the default is **{sub.approval_default}**.\n\n"
         f"**What it will do:** {sub.instructions}\n\n"
         f"**Agent:** {sub.agent or 'capability ' + str(sub.capability)}; **tools:** {', '.join(sub.tools) or 'none'}\n\n"
         f"**What earlier steps found:**\n{found}\n"
@@ -44,7 +55,6 @@ def approval_request(sub: SubTask, inputs: dict[str, Any]) -> str:
 def _resume_after_timeout() -> None:
     """Prefect leaves the run PAUSED when nobody answered; the run goes on with the default."""
     from prefect import get_client
-    from prefect.context import FlowRunContext
     from prefect.states import Running
 
     flow_run = FlowRunContext.get().flow_run
@@ -53,36 +63,42 @@ def _resume_after_timeout() -> None:
 
 
 class PrefectApprover:
-    """The engine's approver: pause, wait for the form, record the decision."""
+    """The engine's approver: pause, wait for the form, record the decision, tell whoever must know."""
 
-    def __init__(self, audit: AuditLog, timeout_s: int = 3600, default_approve: bool = False) -> None:
+    def __init__(self, audit: AuditLog, timeout_s: int = 3600, poll_s: int | None = None) -> None:
         self.audit = audit
         self.timeout_s = timeout_s
-        self.default_approve = default_approve
+        self.poll_s = poll_s or get_settings().approval_poll_s
 
-    def __call__(self, sub: SubTask, inputs: dict[str, Any]) -> tuple[bool, str]:
+    def __call__(self, sub: SubTask, inputs: dict[str, Any]) -> ApprovalAnswer:
         log = get_run_logger()
         request = approval_request(sub, inputs)
         create_markdown_artifact(key=f"approval-{sub.id}".replace("_", "-"), markdown=request,
                                  description=f"Waiting for approval of {sub.id}")
-        log.warning("waiting for a person to approve step %s (Prefect UI: the paused run -> Resume)", sub.id)
-        timed_out = False
+        flow_run = FlowRunContext.get().flow_run
+        notify(RunEvent(kind="awaiting_approval", flow=FlowRunContext.get().flow.name, run_name=flow_run.name,
+                        run_id=str(flow_run.id), url=run_url(str(flow_run.id)),
+                        message=f"Step {sub.id} ({sub.title}) waits for your decision "
+                                f"(Prefect UI: the paused run -> Resume). Default in {self.timeout_s}s: "
+                                f"{sub.approval_default}."))
         try:
-            answer = pause_flow_run(
+            form = pause_flow_run(
                 wait_for_input=ApprovalInput.with_initial_data(description=request, approve=False),
-                timeout=self.timeout_s,
-                key=f"approve-{sub.id}",
+                timeout=self.timeout_s, poll_interval=self.poll_s, key=f"approve-{sub.id}",
             )
-            approved, comment, who = answer.approve, answer.comment, answer.decided_by or None
+            answer = ApprovalAnswer(approved=form.approve, comment=form.comment, value=form.value,
+                                    decided_by=form.decided_by or None)
         except FlowPauseTimeout:
             _resume_after_timeout()
-            timed_out = True
-            approved, who = self.default_approve, None
-            comment = f"no decision within {self.timeout_s}s; default: {'approve' if approved else 'reject'}"
+            approved = sub.approval_default == "approve"
+            answer = ApprovalAnswer(approved=approved, timed_out=True,
+                                    comment=f"no decision within {self.timeout_s}s; default: {sub.approval_default}")
         self.audit.record_decision(Decision(
             **current_context().model_dump(exclude={"task_id", "task_name", "agent"}),
-            step=sub.id, decision="approved" if approved else "rejected",
-            decided_by=who, comment=comment, timed_out=timed_out,
+            step=sub.id, decision="approved" if answer.approved else "rejected",
+            decided_by=answer.decided_by, comment=answer.comment, timed_out=answer.timed_out,
+            value=answer.value or None,
         ))
-        log.info("step %s %s%s", sub.id, "approved" if approved else "rejected", f": {comment}" if comment else "")
-        return approved, comment
+        log.info("step %s %s%s", sub.id, "approved" if answer.approved else "rejected",
+                 f": {answer.comment}" if answer.comment else "")
+        return answer

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from foreman.agents.models import describe_model
 from foreman.agents.registry import build_agent
+from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import get_settings
 from foreman.taskrun import private_flow, run_step
 from foreman.tools.catalog import ToolEnv, build_tools
@@ -36,7 +37,7 @@ class FileSearchResult(BaseModel):
     findings: str = Field(description="What the files say about the query.")
 
 
-@flow(name="file-search", log_prints=True)
+@flow(name="file-search", log_prints=True, **FAILURE_HOOKS)
 def file_search(query: str, directory: str | None = None, max_llm_calls: int = 8) -> FileSearchResult:
     """Find the files in `directory` that relate to `query`, read them, and report the findings.
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import controlflow as cf
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
@@ -30,6 +32,7 @@ from foreman.engine.explain import ArtifactObserver
 from foreman.engine.plan import Plan
 from foreman.engine.store import RunStore, run_store
 from foreman.engine.validate import PlanScope, ValidPlan, validate_plan
+from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
 from foreman.taskrun import TaskNotCompleted, run_task
 from foreman.tools.catalog import ToolEnv
@@ -55,6 +58,27 @@ class PlanRunResult(BaseModel):
     llm_calls: int = 0
     tokens: int = 0
     duration_s: float = 0.0
+
+
+class RunFailed(RuntimeError):
+    """The run ended FAILED. `result` keeps everything it did: finished results, statuses, plan."""
+
+    def __init__(self, result: PlanRunResult) -> None:
+        self.result = result
+        super().__init__(result.answer if result.answer else f"run {result.run_key} failed")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles with its result (Prefect stores state data)
+        return (RunFailed, (self.result,))
+
+
+def finish(result: PlanRunResult) -> PlanRunResult | State:
+    """The flow's return value: a FAILED run becomes a Failed state (red in the UI, failure hooks
+    and automations fire) that still carries the result, via `RunFailed.result`."""
+    if result.status != RunStatus.FAILED:
+        return result
+    failed = [i for i, s in result.statuses.items() if s == NodeStatus.FAILED]
+    why = result.stopped_by or (f"failed steps: {', '.join(failed)}" if failed else "failed")
+    return Failed(message=f"{result.objective[:80]}: {why}"[:500], data=RunFailed(result))
 
 
 def planning_scope(allowed_tools: list[str] | None, allow_write: bool, allow_code: bool) -> PlanScope:
@@ -98,7 +122,7 @@ def synthesize(objective: str, report: RunReport, settings: Settings, env: ToolE
         return "\n".join(f"{k}: {v}" for k, v in report.results.items())
 
 
-@flow(name="plan-and-run", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+@flow(name="plan-and-run", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, **FAILURE_HOOKS)
 def plan_and_run(
     objective: str,
     workspace: str | None = None,
@@ -116,6 +140,7 @@ def plan_and_run(
 ) -> PlanRunResult:
     """Plan `objective` into sub-tasks and run them; return the synthesized answer.
 
+    A run that ends FAILED raises `RunFailed` (its `.result` keeps what finished).
     `resume` re-runs an earlier run (its run key) without redoing finished sub-tasks.
     `plan` skips planning and runs the given plan (the same format workflow files use).
     """
@@ -148,12 +173,12 @@ def plan_and_run(
     store.record_run(run_key, objective, report.status.value, report.stopped_by,
                      report.plan.model_dump(mode="json"),
                      [r.model_dump(mode="json") for r in report.revisions], started, time.time() - started, summary)
-    return PlanRunResult(
+    return finish(PlanRunResult(
         objective=objective, status=report.status, answer=answer, stopped_by=report.stopped_by, run_key=run_key,
         plan=report.plan, results=report.results, statuses={i: o.status for i, o in report.outcomes.items()},
         reused=report.reused, revisions=len(report.revisions), repaired_plan=repaired,
         llm_calls=report.usage.llm_calls, tokens=report.usage.tokens, duration_s=time.time() - started,
-    )
+    ))
 
 
 def execute_plan(valid: ValidPlan, run_key: str, *, env: ToolEnv, scope: PlanScope, settings: Settings,

@@ -16,23 +16,26 @@ from foreman.engine.cf_runner import build_scope
 from foreman.engine.executor import Budgets, RunStatus
 from foreman.engine.store import run_store
 from foreman.engine.workflow import load_workflow
-from foreman.flows.planner import PlanRunResult, execute_plan
+from foreman.flows.planner import PlanRunResult, execute_plan, finish
+from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import get_settings
 from foreman.tools.catalog import ToolEnv
 
 
-@flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+@flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, **FAILURE_HOOKS)
 def run_workflow(path: str, workspace: str | None = None, allow_write: bool = False,
                  max_llm_calls: int = 100, max_concurrency: int = 4, resume: str | None = None,
                  approval_timeout_s: int = 3600) -> PlanRunResult:
-    """Load, validate and run the workflow file at `path`. Nothing runs from an invalid file."""
+    """Load, validate and run the workflow file at `path`. Nothing runs from an invalid file.
+
+    A workflow that ends FAILED raises `RunFailed` (its `.result` keeps what finished)."""
     settings = get_settings()
     started = time.time()
     scope = build_scope(registry, [])
     workflow = load_workflow(path, scope)
     scope = scope.model_copy(update={"allowed_tools": workflow.tools})
     run_key = resume or str(FlowRunContext.get().flow_run.id)
-    root = Path(workspace or settings.workspace).expanduser().resolve()
+    root = Path(workspace or workflow.workspace or settings.workspace).expanduser().resolve()
     env = ToolEnv.from_settings(settings, workspace=root, allow_write=allow_write)
     store = run_store()
     get_run_logger().info("workflow %s from %s: %s", workflow.name, workflow.path,
@@ -47,10 +50,10 @@ def run_workflow(path: str, workspace: str | None = None, allow_write: bool = Fa
     statuses = {i: o.status for i, o in report.outcomes.items()}
     answer = (f"workflow {workflow.name} {report.status.value}"
               + (f" (stopped by {report.stopped_by})" if report.stopped_by else ""))
-    return PlanRunResult(objective=workflow.name, status=report.status, answer=answer,
+    return finish(PlanRunResult(objective=workflow.name, status=report.status, answer=answer,
                          stopped_by=report.stopped_by, run_key=run_key, plan=report.plan, results=report.results,
                          statuses=statuses, reused=report.reused, llm_calls=report.usage.llm_calls,
-                         tokens=report.usage.tokens, duration_s=time.time() - started)
+                         tokens=report.usage.tokens, duration_s=time.time() - started))
 
 
 __all__ = ["RunStatus", "run_workflow"]

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(help="Foreman: LLM agents that do real work, run and watched on Prefect.", no_args_is_help=True)
 model_app = typer.Typer(help="Which model agents use, where it is served, how to switch.", invoke_without_command=True)
@@ -21,7 +21,7 @@ app.add_typer(workflow_app, name="workflow")
 console = Console()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=1)
 
@@ -60,22 +60,24 @@ def run(
     """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
     _check_model()
     from foreman.agents.planner import PlanningFailed
-    from foreman.flows.planner import plan_and_run
+    from foreman.flows.planner import RunFailed, plan_and_run
 
     state = plan_and_run(objective=objective, workspace=str(workspace) if workspace else None,
                          allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
                          max_concurrency=max_concurrency, resume=resume, return_state=True)
     run_id = state.state_details.flow_run_id
-    if state.is_failed():
-        try:
-            state.result()
-        except PlanningFailed as exc:
-            console.print(f"[red]planning failed, nothing ran:[/red] {exc}", highlight=False)
-        except Exception as exc:  # noqa: BLE001
-            console.print(f"[red]run failed:[/red] {exc}", highlight=False)
+    try:
+        result = state.result()
+    except RunFailed as exc:
+        result = exc.result
+    except PlanningFailed as exc:
+        console.print(f"[red]planning failed, nothing ran:[/red] {exc}", highlight=False)
         console.print(f"[dim]{_ui_hint()}[/dim]")
-        raise typer.Exit(code=1)
-    result = state.result()
+        raise typer.Exit(code=1) from None
+    except Exception as exc:  # noqa: BLE001
+        console.print(f"[red]run failed:[/red] {exc}", highlight=False)
+        console.print(f"[dim]{_ui_hint()}[/dim]")
+        raise typer.Exit(code=1) from None
     table = Table("sub-task", "status", "result")
     for sub in result.plan.tasks:
         status = result.statuses.get(sub.id)
@@ -90,6 +92,8 @@ def run(
     console.print(f"[dim]{result.llm_calls} model calls, {result.tokens} tokens, {result.duration_s:.1f} s; "
                   f"run key {result.run_key} (resume with --resume); audit: foreman audit {run_id}[/dim]")
     console.print(f"[dim]{_ui_hint()}[/dim]")
+    if result.status.value == "FAILED":
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -198,10 +202,11 @@ def decisions() -> None:
     """Every human decision at an approval point, across runs."""
     from foreman.tools.audit import audit_log
 
-    table = Table("time", "run", "step", "decision", "by", "comment", "timed out")
+    table = Table("time", Column("run", no_wrap=True), "flow", Column("step", no_wrap=True),
+                  Column("decision", no_wrap=True), "by", "comment", "value", "timed out")
     for d in audit_log().decisions():
-        table.add_row(d.at.strftime("%Y-%m-%d %H:%M:%S"), d.run_name or d.run_id or "-", d.step, d.decision,
-                      d.decided_by or "-", d.comment, "yes" if d.timed_out else "-")
+        table.add_row(d.at.strftime("%Y-%m-%d %H:%M:%S"), d.run_name or d.run_id or "-", d.flow_name or "-", d.step,
+                      d.decision, d.decided_by or "-", d.comment, d.value or "-", "yes" if d.timed_out else "-")
     console.print(table)
 
 
@@ -232,10 +237,10 @@ def audit(
             typer.echo(decision.model_dump_json())
         return
     if decisions:
-        table = Table("time", "step", "decision", "by", "comment", "timed out", title="human decisions")
+        table = Table("time", "step", "decision", "by", "comment", "value", "timed out", title="human decisions")
         for d in decisions:
             table.add_row(d.at.strftime("%H:%M:%S"), d.step, d.decision, d.decided_by or "-", d.comment,
-                          "yes" if d.timed_out else "-")
+                          d.value or "-", "yes" if d.timed_out else "-")
         console.print(table)
     if not records:
         return
@@ -332,18 +337,19 @@ def workflow_run(
 ) -> None:
     """Run a workflow file now."""
     from foreman.engine.workflow import WorkflowError
+    from foreman.flows.planner import RunFailed
     from foreman.flows.workflow import run_workflow
 
     state = run_workflow(path=str(file.resolve()), workspace=str(workspace) if workspace else None,
                          resume=resume, return_state=True)
-    if state.is_failed():
-        try:
-            state.result()
-        except WorkflowError as exc:
-            _fail(str(exc))
-        except Exception as exc:  # noqa: BLE001
-            _fail(f"run failed: {exc}")
-    result = state.result()
+    try:
+        result = state.result()
+    except RunFailed as exc:
+        result = exc.result
+    except WorkflowError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001
+        _fail(f"run failed: {exc}")
     table = Table("step", "status", "result")
     for sub in result.plan.tasks:
         status = result.statuses.get(sub.id)

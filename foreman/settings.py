@@ -7,11 +7,13 @@ nobody trusts.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_WORKSPACE = REPO_ROOT / "demo" / "workspace"
@@ -84,6 +86,32 @@ class Settings(BaseSettings):
     code_memory_mb: int = Field(default=512, gt=0)
     code_max_output_bytes: int = Field(default=64_000, gt=0)
     file_max_read_bytes: int = Field(default=200_000, gt=0)
+
+    # --- people in the loop ------------------------------------------------------
+    approval_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Tools that always need a person's approval first: any step that may use one gets an "
+            "approval point, whoever wrote the plan. Comma-separated, e.g. 'write_file,run_python'."
+        ),
+    )
+    approval_poll_s: int = Field(default=10, ge=1, description="How often a paused run checks for a decision.")
+    notify_blocks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Prefect notification blocks told when a run fails or waits for approval, as "
+            "'<block-type-slug>/<name>' (e.g. 'slack-webhook/ops'), comma-separated."
+        ),
+    )
+
+    @field_validator("approval_tools", "notify_blocks", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """Accept 'a,b' as well as a JSON list from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        return value
 
     @property
     def audit_db(self) -> Path:

@@ -16,12 +16,18 @@ class SqliteStore:
     """Base for a store with a schema; subclasses set `SCHEMA`."""
 
     SCHEMA = ""
+    # Columns added after a table first shipped: (table, column, declaration). Older files get them.
+    ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = ()
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(self.SCHEMA)
+            for table, column, declaration in self.ADDED_COLUMNS:
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

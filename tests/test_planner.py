@@ -19,7 +19,7 @@ from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, fail
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.plan import SubTask
 from foreman.engine.store import AgentStats, run_store
-from foreman.flows.planner import plan_and_run
+from foreman.flows.planner import RunFailed, plan_and_run
 from foreman.settings import get_settings
 from foreman.tools.catalog import ToolEnv
 
@@ -162,9 +162,10 @@ def test_past_runs_are_lessons_for_the_next_plan(workspace: Path) -> None:
 
 def test_resume_does_not_redo_finished_subtasks(workspace: Path) -> None:
     crashing = Script([draft(node("a"), node("b", depends_on=["a"], retries=0))], steps={"b": lambda n: fail("crash")})
-    with use_model(crashing.model):
-        crashed = plan_and_run("two steps", workspace=str(workspace), max_replans=0)
-    assert crashed.status == "FAILED"
+    with use_model(crashing.model), pytest.raises(RunFailed) as failed:
+        plan_and_run("two steps", workspace=str(workspace), max_replans=0)
+    crashed = failed.value.result  # a failed run still hands back what it finished
+    assert crashed.status == "FAILED" and crashed.results == {"a": crashed.results["a"]}
 
     again = Script([])  # no planner call expected: the stored plan is reused
     with use_model(again.model):

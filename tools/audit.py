@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     decision TEXT NOT NULL,
     decided_by TEXT,
     comment TEXT NOT NULL,
-    timed_out INTEGER NOT NULL
+    timed_out INTEGER NOT NULL,
+    value TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_run ON decisions (run_id);
 """
@@ -87,6 +88,7 @@ class Decision(CallContext):
     decided_by: str | None = None
     comment: str = ""
     timed_out: bool = False
+    value: str | None = Field(default=None, description="The typed answer, when the step asked for one.")
 
 
 def current_context() -> CallContext:
@@ -125,6 +127,7 @@ class AuditLog(SqliteStore):
     """A small SQLite store. Opens a connection per operation, so threads can share it."""
 
     SCHEMA = SCHEMA
+    ADDED_COLUMNS = (("decisions", "value", "TEXT"),)
 
     def record(self, record: AuditRecord) -> AuditRecord:
         with self._connect() as db:
@@ -163,9 +166,10 @@ class AuditLog(SqliteStore):
         with self._connect() as db:
             cursor = db.execute(
                 "INSERT INTO decisions (at, run_id, run_name, flow_name, step, decision, decided_by, comment,"
-                " timed_out) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " timed_out, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (decision.at.isoformat(), decision.run_id, decision.run_name, decision.flow_name, decision.step,
-                 decision.decision, decision.decided_by, _clip(decision.comment), int(decision.timed_out)),
+                 decision.decision, decision.decided_by, _clip(decision.comment), int(decision.timed_out),
+                 decision.value),
             )
         return decision.model_copy(update={"id": cursor.lastrowid})
 
