@@ -14,7 +14,7 @@ from foreman.agents.models import use_model
 from foreman.agents.registry import registry
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, fail, succeed
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
-from foreman.engine.executor import Budgets, Engine, NodeStatus, ReplanRequest, RunReport, RunStatus
+from foreman.engine.executor import ApprovalAnswer, Budgets, Engine, NodeStatus, ReplanRequest, RunReport, RunStatus
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.store import run_store
 from foreman.engine.validate import validate_plan
@@ -58,12 +58,13 @@ def scripted(replies: dict[str, Callable[[int], ScriptedReply] | ScriptedReply],
 
 
 def run_plan(plan: Plan, model: ScriptedChatModel, workspace: Path, *, run_key: str = "run-1",
-             budgets: Budgets | None = None, replanner=None) -> RunReport:
+             budgets: Budgets | None = None, replanner=None, approver=None,
+             approval_tools: list[str] | None = None) -> RunReport:
     settings = get_settings()
     env = ToolEnv.from_settings(settings, workspace=workspace)
-    scope = build_scope(registry, ALLOWED)
+    scope = build_scope(registry, ALLOWED, approval_tools=approval_tools)
     runner = ControlFlowRunner(env, registry, settings, flow_tools=["notify_user"])
-    engine = Engine(runner, scope, run_store(), budgets or Budgets(), replanner=replanner)
+    engine = Engine(runner, scope, run_store(), budgets or Budgets(), replanner=replanner, approver=approver)
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))
     def go() -> RunReport:
@@ -244,3 +245,68 @@ def test_approval_step_without_an_approver_fails_clearly_and_stops(workspace: Pa
     assert "no approver" in report.outcomes["risky"].error
     assert turns_of(model, "risky") == []
     assert report.outcomes["after"].status == NodeStatus.SKIPPED and report.status == RunStatus.FAILED
+
+
+class Person:
+    """A scripted approver: answers per step, remembers what it was asked."""
+
+    def __init__(self, **answers: ApprovalAnswer) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def __call__(self, sub: SubTask, inputs: dict) -> ApprovalAnswer:
+        self.asked.append(sub.id)
+        return self.answers[sub.id]
+
+
+def test_rejection_skips_the_branch_by_default_and_the_rest_goes_on(workspace: Path) -> None:
+    plan = Plan(on_failure="fail_fast", tasks=[
+        step("a"), step("publish", depends_on=["a"], approval=True), step("after", depends_on=["publish"]),
+        step("other", depends_on=["a"]),
+    ])
+    report = run_plan(plan, scripted({}), workspace, approver=Person(publish=ApprovalAnswer(approved=False, comment="not yet")))
+    statuses = {i: o.status for i, o in report.outcomes.items()}
+    assert statuses == {"a": NodeStatus.COMPLETED, "publish": NodeStatus.SKIPPED, "after": NodeStatus.SKIPPED,
+                        "other": NodeStatus.COMPLETED}
+    assert "not yet" in report.outcomes["publish"].reason and report.status == RunStatus.COMPLETED
+
+
+def test_rejection_with_on_reject_fail_fails_the_run(workspace: Path) -> None:
+    plan = Plan(tasks=[step("a"), step("publish", depends_on=["a"], approval=True, on_reject="fail")])
+    model = scripted({})
+    report = run_plan(plan, model, workspace, approver=Person(publish=ApprovalAnswer(approved=False)))
+    assert report.outcomes["publish"].status == NodeStatus.FAILED and turns_of(model, "publish") == []
+    assert report.status == RunStatus.FAILED and "rejected by a person" in report.stopped_by
+
+
+def test_rejection_with_on_reject_replan_asks_the_planner_for_another_way(workspace: Path) -> None:
+    plan = Plan(tasks=[step("a"), step("delete", depends_on=["a"], approval=True, on_reject="replan")])
+    requests: list[ReplanRequest] = []
+
+    def replanner(request: ReplanRequest) -> Plan:
+        requests.append(request)
+        return Plan(tasks=[step("archive", depends_on=["a"])])
+
+    model = scripted({})
+    report = run_plan(plan, model, workspace, replanner=replanner, budgets=Budgets(max_replans=1),
+                      approver=Person(delete=ApprovalAnswer(approved=False, comment="archive them instead")))
+    assert [r.failed for r in requests] == ["delete"] and "archive them instead" in requests[0].error
+    assert report.outcomes["archive"].status == NodeStatus.COMPLETED and turns_of(model, "delete") == []
+    assert report.status == RunStatus.COMPLETED
+
+
+def test_the_approvers_answer_reaches_the_step(workspace: Path) -> None:
+    plan = Plan(tasks=[step("tag", approval=True, ask="Which release tag?")])
+    model = scripted({})
+    run_plan(plan, model, workspace, approver=Person(tag=ApprovalAnswer(approved=True, value="v2.1")))
+    prompt = "\n".join(str(m.content) for m in turns_of(model, "tag")[0].messages)
+    assert "v2.1" in prompt
+
+
+def test_mandatory_approval_tools_put_an_approval_point_before_steps_that_may_use_them(workspace: Path) -> None:
+    plan = Plan(tasks=[step("look", agent="researcher", tools=["read_file"]), step("chat")])
+    person = Person(look=ApprovalAnswer(approved=False))
+    report = run_plan(plan, scripted({}), workspace, approver=person, approval_tools=["read_file"])
+    assert person.asked == ["look"]  # "chat" (generalist) cannot reach read_file: not asked
+    assert report.outcomes["look"].status == NodeStatus.SKIPPED
+    assert report.outcomes["chat"].status == NodeStatus.COMPLETED
