@@ -86,6 +86,17 @@ DEFAULT_AGENTS = [
         tools=["write_file"],
         model=ModelSettings(temperature=0.7),
     ),
+    AgentSpec(
+        name="reviewer",
+        description="Checks a draft against its sources and says whether it is ready to publish, and what to fix.",
+        instructions=(
+            "You review. Check every claim of the draft against the sources given or the workspace files; "
+            "ready is true only if nothing is wrong or missing. Name each problem in the notes."
+        ),
+        capabilities=["review", "check"],
+        tools=["read_file", "search_files"],
+        model=ModelSettings(temperature=0.0),
+    ),
 ]
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from foreman.agents.models import build_chat_model
 from foreman.agents.registry import AgentRegistry
+from foreman.agents.schemas import BUILTIN_SCHEMAS
 from foreman.engine.executor import Usage
 from foreman.engine.plan import ResultKind, SubTask
 from foreman.engine.scripts import run_script
@@ -38,7 +39,7 @@ RESULT_TYPES: dict[str, Any] = {
     ResultKind.LIST.value: list[str],
     ResultKind.OBJECT.value: dict[str, Any],
 }
-SCHEMAS: dict[str, type[BaseModel]] = {}
+SCHEMAS: dict[str, type[BaseModel]] = dict(BUILTIN_SCHEMAS)
 
 
 def register_schema(name: str, model: type[BaseModel]) -> None:

@@ -19,6 +19,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "900")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 os.environ.setdefault("FOREMAN_MODEL", "local")
+os.environ.setdefault("FOREMAN_APPROVAL_POLL_S", "1")  # paused runs check for a decision every second
 for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
     os.environ.pop(key, None)
 
@@ -56,6 +57,28 @@ def workspace(tmp_path: Path) -> Path:
     target = tmp_path / "workspace"
     shutil.copytree(DEMO, target)
     return target
+
+
+def wait_for_paused_run(timeout_s: float = 180) -> str:
+    """The id of the first flow run that is paused (waiting for a person)."""
+    import time
+
+    from prefect import get_client
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        with get_client(sync_client=True) as client:
+            for run in client.read_flow_runs(limit=20, offset=0):
+                if run.state and run.state.is_paused():
+                    return str(run.id)
+        time.sleep(0.5)
+    raise AssertionError("no flow run paused for approval")
+
+
+@pytest.fixture()
+def paused_run():
+    """Call it to wait for a run to pause at an approval point; returns the run id."""
+    return wait_for_paused_run
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from prefect import get_client
 from prefect.flow_runs import resume_flow_run
 
 from foreman.agents.models import use_model
@@ -44,20 +42,9 @@ def run_in_background(**kwargs) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
-def wait_for_paused_run(timeout_s: float = 120) -> str:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        with get_client(sync_client=True) as client:
-            for run in client.read_flow_runs(limit=20, offset=0):
-                if run.state and run.state.is_paused():
-                    return str(run.id)
-        time.sleep(0.5)
-    raise AssertionError("no flow run paused for approval")
-
-
-def test_approval_pauses_until_a_person_approves_and_the_decision_is_audited(workspace: Path) -> None:
+def test_approval_pauses_until_a_person_approves_and_the_decision_is_audited(workspace: Path, paused_run) -> None:
     thread, box = run_in_background(workspace=str(workspace))
-    run_id = wait_for_paused_run()
+    run_id = paused_run()
     resume_flow_run(run_id, run_input={"approve": True, "comment": "old logs only", "decided_by": "sam"})
     thread.join(timeout=120)
 
@@ -68,9 +55,9 @@ def test_approval_pauses_until_a_person_approves_and_the_decision_is_audited(wor
     assert not decision.timed_out
 
 
-def test_rejection_skips_the_step(workspace: Path) -> None:
+def test_rejection_skips_the_step(workspace: Path, paused_run) -> None:
     thread, box = run_in_background(workspace=str(workspace))
-    run_id = wait_for_paused_run()
+    run_id = paused_run()
     resume_flow_run(run_id, run_input={"approve": False, "comment": "not today"})
     thread.join(timeout=120)
     result = box["state"].result()
