@@ -306,7 +306,15 @@ class Engine:
             return None
         report.status = RunStatus.PAUSED
         self.observer.on_progress(report)
-        answer = self.approver(sub, inputs)
+        try:
+            answer = self.approver(sub, inputs)
+        except Exception as exc:  # noqa: BLE001  (no one could be asked: the step must not run)
+            report.status = RunStatus.RUNNING
+            outcome.status = NodeStatus.FAILED
+            outcome.error = f"could not ask for approval: {type(exc).__name__}: {exc}"
+            self._record(report, sub.id)
+            self._stop_if_fail_fast(sub.id, outcome.error, report)
+            return None
         report.status = RunStatus.RUNNING
         if answer.approved:
             return answer

@@ -30,13 +30,26 @@ from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_
 
 
 class Schedule(BaseModel):
+    """When the workflow runs by itself once deployed: a cron line or an interval, in a time zone."""
+
     cron: str | None = None
     interval_s: float | None = Field(default=None, gt=0)
+    timezone: str | None = Field(default=None, description="IANA name, e.g. Europe/Berlin (default UTC).")
 
     @model_validator(mode="after")
     def _one(self) -> Schedule:
         if (self.cron is None) == (self.interval_s is None):
             raise ValueError("give exactly one of cron or interval_s")
+        # Prefect's own schedule model: what it accepts here, the server accepts later
+        from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+        try:
+            if self.cron is not None:
+                CronSchedule(cron=self.cron, timezone=self.timezone)
+            else:
+                IntervalSchedule(interval=self.interval_s, timezone=self.timezone)
+        except ValidationError as exc:
+            raise ValueError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
         return self
 
 

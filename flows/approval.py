@@ -47,9 +47,20 @@ def approval_request(sub: SubTask, inputs: dict[str, Any]) -> str:
         f"{question}"
         f"If you reject it, {rejecting}; with no answer in time the default is **{sub.approval_default}**.\n\n"
         f"**What it will do:** {sub.instructions}\n\n"
-        f"**Agent:** {sub.agent or 'capability ' + str(sub.capability)}; **tools:** {', '.join(sub.tools) or 'none'}\n\n"
+        f"{_who(sub)}\n\n"
         f"**What earlier steps found:**\n{found}\n"
     )
+
+
+def _who(sub: SubTask) -> str:
+    if sub.script is not None:
+        return f"**Script:** `{' '.join([sub.script.path, *sub.script.args])}`" + (f" in `{sub.script.cwd}`" if sub.script.cwd else "")
+    return f"**Agent:** {sub.agent or 'capability ' + str(sub.capability)}; **tools:** {', '.join(sub.tools) or 'none'}"
+
+
+def pause_key(step_id: str) -> str:
+    """Prefect run-input keys allow only lowercase letters, digits and dashes; step ids may have '_'."""
+    return "approve-" + step_id.replace("_", "-")
 
 
 def _resume_after_timeout() -> None:
@@ -84,7 +95,7 @@ class PrefectApprover:
         try:
             form = pause_flow_run(
                 wait_for_input=ApprovalInput.with_initial_data(description=request, approve=False),
-                timeout=self.timeout_s, poll_interval=self.poll_s, key=f"approve-{sub.id}",
+                timeout=self.timeout_s, poll_interval=self.poll_s, key=pause_key(sub.id),
             )
             answer = ApprovalAnswer(approved=form.approve, comment=form.comment, value=form.value,
                                     decided_by=form.decided_by or None)

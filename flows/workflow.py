@@ -18,7 +18,7 @@ from foreman.engine.store import run_store
 from foreman.engine.workflow import load_workflow
 from foreman.flows.planner import PlanRunResult, execute_plan, finish
 from foreman.notifications import FAILURE_HOOKS
-from foreman.settings import get_settings
+from foreman.settings import REPO_ROOT, get_settings
 from foreman.tools.catalog import ToolEnv
 
 
@@ -56,4 +56,29 @@ def run_workflow(path: str, workspace: str | None = None, allow_write: bool = Fa
                          tokens=report.usage.tokens, duration_s=time.time() - started))
 
 
-__all__ = ["RunStatus", "run_workflow"]
+def deploy_workflow(path: str | Path, *, work_pool: str = "foreman", paused: bool = False) -> str:
+    """Create or update the deployment `run-workflow/<name>` for a workflow file, with the file's schedule.
+
+    The worker runs it from this checkout (like `prefect deploy --all` does for prefect.yaml),
+    so a user's own workflow folder needs no entry in prefect.yaml. Returns the deployment id.
+    """
+    from datetime import timedelta
+
+    from prefect.schedules import Cron, Interval
+
+    workflow = load_workflow(path, build_scope(registry, []))
+    schedules = []
+    if workflow.schedule is not None:
+        sched = workflow.schedule
+        schedules = [Cron(sched.cron, timezone=sched.timezone, active=not paused) if sched.cron
+                     else Interval(timedelta(seconds=sched.interval_s), timezone=sched.timezone, active=not paused)]
+    source = run_workflow.from_source(source=str(REPO_ROOT), entrypoint="flows/workflow.py:run_workflow")
+    deployment_id = source.deploy(
+        name=workflow.name, work_pool_name=work_pool, parameters={"path": str(workflow.path)},
+        description=workflow.description or f"workflow {workflow.path}", tags=["foreman", "workflow"],
+        schedules=schedules, build=False, push=False, print_next_steps=False,
+    )
+    return str(deployment_id)
+
+
+__all__ = ["RunStatus", "deploy_workflow", "run_workflow"]

@@ -329,6 +329,27 @@ def workflow_check(file: Annotated[Path, typer.Argument(help="A workflow YAML fi
     console.print(mermaid(workflow.plan.plan), highlight=False)
 
 
+@workflow_app.command("deploy")
+def workflow_deploy(
+    file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],
+    pool: Annotated[str, typer.Option(help="Process work pool a `prefect worker` serves.")] = "foreman",
+    paused: Annotated[bool, typer.Option("--paused", help="Create its schedule switched off.")] = False,
+) -> None:
+    """Deploy a workflow file to the Prefect server with the schedule it carries (run-workflow/<name>)."""
+    from foreman.engine.workflow import WorkflowError
+    from foreman.flows.workflow import deploy_workflow
+
+    try:
+        deployment_id = deploy_workflow(file, work_pool=pool, paused=paused)
+    except WorkflowError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001  (no server, no pool: say what to do)
+        _fail(f"could not deploy: {exc}\nIs the Prefect server running (`prefect server start`) and the "
+              f"pool created (`prefect work-pool create {pool} --type process`)?")
+    console.print(f"[green]deployed[/green] {file} as deployment {deployment_id}; a worker on pool {pool!r} "
+                  f"runs it (`prefect worker start --pool {pool}`)")
+
+
 @workflow_app.command("run")
 def workflow_run(
     file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],

@@ -1,0 +1,206 @@
+"""The always-on setup, as the README gives it: a Prefect server, `prefect deploy --all`, a worker.
+
+One real `prefect server start` on a loopback port, the repo's prefect.yaml deployed with
+the Prefect CLI, a real `prefect worker start` running a deployed workflow in its own
+process, and a person approving the paused run through the REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from foreman.agents.registry import registry
+from foreman.engine.cf_runner import build_scope
+from foreman.engine.workflow import load_workflow
+from foreman.tools.audit import AuditLog
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def test_prefect_yaml_deploys_each_example_workflow_with_the_schedule_its_file_carries() -> None:
+    deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert {"file-search", "plan-and-run", "run-workflow"} <= set(deployments)
+    for workflow_file in sorted(ROOT.glob("workflows/*/workflow.yaml")):
+        workflow = load_workflow(workflow_file, build_scope(registry, []))
+        deployment = deployments.get(workflow.name)
+        assert deployment, f"prefect.yaml has no deployment for {workflow_file}"
+        assert deployment["parameters"]["path"] == str(workflow_file.relative_to(ROOT))
+        assert [s["cron"] for s in deployment["schedules"]] == [workflow.schedule.cron]
+
+
+# --- the whole setup, end to end ---------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """The processes a user runs, with their own Prefect and Foreman homes."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.api = f"http://127.0.0.1:{free_port()}/api"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FOREMAN_"))}
+        self.env.update({
+            "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_API_URL": self.api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "FOREMAN_HOME": str(tmp / "foreman"), "FOREMAN_APPROVAL_POLL_S": "1",
+        })
+        self.processes: list[subprocess.Popen] = []
+        self.http = httpx.Client(base_url=self.api, timeout=30)
+
+    def start(self, *args: str, log: str) -> subprocess.Popen:
+        process = subprocess.Popen([str(BIN / "prefect"), *args], cwd=ROOT, env=self.env, start_new_session=True,
+                                   stdout=(self.tmp / log).open("w"), stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def cli(self, *args: str, tool: str = "prefect") -> str:
+        done = subprocess.run([str(BIN / tool), *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, f"{tool} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def wait_healthy(self, timeout_s: float = 600) -> None:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            try:
+                if self.http.get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert self.processes[0].poll() is None, (self.tmp / "server.log").read_text()[-3000:]
+            time.sleep(1)
+        raise AssertionError("the Prefect server did not become healthy")
+
+    def deployments(self) -> dict[str, dict]:
+        return {d["name"]: d for d in self.http.post("/deployments/filter", json={}).json()}
+
+    def run_state(self, run_id: str) -> str:
+        return self.http.get(f"/flow_runs/{run_id}").json()["state"]["type"]
+
+    def wait_state(self, run_id: str, wanted: set[str], timeout_s: float = 300) -> str:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            state = self.run_state(run_id)
+            if state in wanted:
+                return state
+            assert state not in FINAL, f"run ended {state}; worker log:\n{(self.tmp / 'worker.log').read_text()[-4000:]}"
+            time.sleep(1)
+        raise AssertionError(f"run stayed {self.run_state(run_id)}; worker log:\n{(self.tmp / 'worker.log').read_text()[-4000:]}")
+
+    def summary(self, run_id: str) -> dict[str, str]:
+        artifacts = self.http.post("/artifacts/filter", json={
+            "artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["summary"]}}}).json()
+        rows = json.loads(artifacts[0]["data"])
+        return {row["sub-task"]: row["status"] for row in rows}
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = Stack(tmp_path_factory.mktemp("always-on"))
+    stack.start("server", "start", "--host", "127.0.0.1", "--port", stack.api.split(":")[-1].split("/")[0],
+                log="server.log")
+    try:
+        stack.wait_healthy()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def chores(folder: Path) -> Path:
+    """The user's chores: A -> B -> C only if B found something; D needs a person's approval."""
+    folder.mkdir()
+    (folder / "a_check.py").write_text(
+        'import json, pathlib\npathlib.Path("a.done").write_text("ok")\nprint(json.dumps({"disk_percent": 71}))\n')
+    (folder / "b_prune.py").write_text(
+        "import json, os, pathlib\nseen = json.loads(os.environ['FOREMAN_INPUTS'])['a_check']\n"
+        'pathlib.Path("b.done").write_text(str(seen))\nprint("pruned nothing")\n'
+        'print(json.dumps({"pruned": 0, "over_limit": seen["disk_percent"] > 80}))\n')
+    (folder / "c_alert.py").write_text('import pathlib\npathlib.Path("c.done").write_text("alert")\n')
+    (folder / "d_rotate.py").write_text('import pathlib\npathlib.Path("d.done").write_text("rotated")\n')
+    path = folder / "workflow.yaml"
+    path.write_text("""\
+name: chores
+schedule: {cron: "30 4 * * *", timezone: Europe/Berlin}
+steps:
+  - {id: a_check, script: a_check.py}
+  - {id: b_prune, script: b_prune.py, depends_on: [a_check]}
+  - {id: c_alert, script: c_alert.py, depends_on: [b_prune], condition: b_prune.over_limit}
+  - {id: d_rotate, script: d_rotate.py, depends_on: [b_prune], approval: true}
+""")
+    return path
+
+
+def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack, tmp_path: Path) -> None:
+    stack.cli("work-pool", "create", "foreman", "--type", "process")
+    stack.cli("--no-prompt", "deploy", "--all")
+    deployments = stack.deployments()
+    assert {"file-search", "plan-and-run", "run-workflow", "log-pipeline", "content-pipeline"} <= set(deployments)
+    log_pipeline = deployments["log-pipeline"]
+    assert [(s["schedule"]["cron"], s["active"]) for s in log_pipeline["schedules"]] == [("0 3 * * *", False)]
+    assert "path" in log_pipeline["parameter_openapi_schema"]["properties"]  # a form in the UI
+
+    # the user's own folder of scripts: deployed with the schedule its file carries
+    workflow = chores(tmp_path / "chores")
+    stack.cli("workflow", "deploy", str(workflow), "--paused", tool="foreman")
+    [schedule] = stack.deployments()["chores"]["schedules"]
+    assert schedule["schedule"]["cron"] == "30 4 * * *" and schedule["schedule"]["timezone"] == "Europe/Berlin"
+
+    stack.start("worker", "start", "--pool", "foreman", log="worker.log")
+    run = stack.http.post(f"/deployments/{deployments['run-workflow']['id']}/create_flow_run",
+                          json={"parameters": {"path": str(workflow)}}).json()
+    run_id = run["id"]
+    stack.wait_state(run_id, {"PAUSED"}, timeout_s=300)
+    assert (workflow.parent / "a.done").exists() and not (workflow.parent / "d.done").exists()
+
+    form = {i["key"]: json.loads(i["value"]) for i in stack.http.post(
+        f"/flow_runs/{run_id}/input/filter", json={"prefix": "paused-approve-d-rotate", "limit": 10}).json()}
+    # the form the UI renders, and above it the step's context
+    assert {"approve", "comment", "decided_by", "value"} <= set(form["paused-approve-d-rotate-schema"]["properties"])
+    description = form["paused-approve-d-rotate-description"]
+    assert "d_rotate.py" in description and '"over_limit": false' in description
+    resumed = stack.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": {
+        "approve": True, "comment": "rotate tonight", "decided_by": "sam"}})
+    assert resumed.json()["status"] == "ACCEPT", resumed.text
+    assert stack.wait_state(run_id, {"COMPLETED"}) == "COMPLETED"
+
+    home = Path(stack.env["FOREMAN_HOME"])
+    statuses = stack.summary(run_id)  # the run's summary table, as the UI shows it
+    assert statuses == {"a_check": "COMPLETED", "b_prune": "COMPLETED", "c_alert": "SKIPPED",
+                        "d_rotate": "COMPLETED", "TOTAL": "COMPLETED"}, statuses
+    assert not (workflow.parent / "c.done").exists() and (workflow.parent / "d.done").read_text() == "rotated"
+    assert json.loads((workflow.parent / "b.done").read_text().replace("'", '"')) == {"disk_percent": 71}
+    [decision] = AuditLog(home / "audit.sqlite3").decisions(run_id)
+    assert (decision.step, decision.decision, decision.decided_by, decision.comment) == \
+        ("d_rotate", "approved", "sam", "rotate tonight")
+    assert decision.flow_name == "run-workflow" and not decision.timed_out
+
+    logs = stack.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
+    assert any("pruned nothing" in entry["message"] for entry in logs)  # script output reaches the run's log
