@@ -93,7 +93,8 @@ class WorkflowError(ValueError):
 
 
 def _pydantic_errors(prefix: str, exc: ValidationError) -> list[str]:
-    return [f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return [f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()]
 
 
 def _step(raw: dict[str, Any], index: int) -> tuple[SubTask | None, list[str]]:

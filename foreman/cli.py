@@ -326,6 +326,11 @@ def workflow_check(file: Annotated[Path, typer.Argument(help="A workflow YAML fi
     console.print(f"[green]ok[/green]: {workflow.name}, {len(workflow.plan.plan.tasks)} steps, "
                   f"order {' -> '.join(workflow.plan.order)}"
                   + (f", schedule {workflow.schedule.model_dump(exclude_none=True)}" if workflow.schedule else ""))
+    approvals = [t.id for t in workflow.plan.plan.tasks if t.approval]
+    if approvals:
+        forced = workflow.plan.approvals_added
+        console.print(f"approval points: {', '.join(approvals)}"
+                      + (f" ({', '.join(forced)} because of FOREMAN_APPROVAL_TOOLS)" if forced else ""))
     console.print(mermaid(workflow.plan.plan), highlight=False)
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="foreman-tests-"))
@@ -59,26 +60,36 @@ def workspace(tmp_path: Path) -> Path:
     return target
 
 
-def wait_for_paused_run(timeout_s: float = 180) -> str:
-    """The id of the first flow run that is paused (waiting for a person)."""
+def wait_for_paused_run(since: datetime, timeout_s: float = 180) -> str:
+    """The id of a flow run started after `since` that is paused (waiting for a person)."""
     import time
 
     from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
 
+    paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                           start_time=FlowRunFilterStartTime(after_=since))
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         with get_client(sync_client=True) as client:
-            for run in client.read_flow_runs(limit=20, offset=0):
-                if run.state and run.state.is_paused():
-                    return str(run.id)
+            runs = client.read_flow_runs(flow_run_filter=paused, limit=1, offset=0)
+        if runs:
+            return str(runs[0].id)
         time.sleep(0.5)
     raise AssertionError("no flow run paused for approval")
 
 
 @pytest.fixture()
 def paused_run():
-    """Call it to wait for a run to pause at an approval point; returns the run id."""
-    return wait_for_paused_run
+    """Call it to wait for a run of this test to pause at an approval point; returns the run id."""
+    since = datetime.now(UTC)
+    return lambda timeout_s=180: wait_for_paused_run(since, timeout_s)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -37,7 +37,7 @@ def run_in_background(**kwargs) -> tuple[threading.Thread, dict]:
         with use_model(model()):
             box["state"] = plan_and_run(objective="tidy up", plan=PLAN, return_state=True, **kwargs)
 
-    thread = threading.Thread(target=target)
+    thread = threading.Thread(target=target, daemon=True)  # a failed test must not hang the session
     thread.start()
     return thread, box
 

@@ -40,7 +40,7 @@ def run_and_decide(path: Path, model: ScriptedChatModel, paused_run, decision: d
         with use_model(model):
             box["state"] = run_workflow(path=str(path), return_state=True)
 
-    thread = threading.Thread(target=target)
+    thread = threading.Thread(target=target, daemon=True)  # a failed test must not hang the session
     thread.start()
     run_id = paused_run()
     resume_flow_run(run_id, run_input=decision)

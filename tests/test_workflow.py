@@ -103,3 +103,29 @@ steps:
     assert "COMPLETED" in out.output
     lines = {line.split()[1]: line for line in out.output.splitlines() if line.startswith("│")}
     assert "SKIPPED" in lines["big"] and "COMPLETED" in lines["small"]
+
+
+def test_schedule_workspace_and_failure_rule_errors_name_the_field(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("print(1)\n")
+    bad = {
+        "schedule: {cron: '0 25 * * *'}": "schedule: Invalid cron string",
+        "schedule: {cron: '0 3 * * *', timezone: Mars/Base}": "Invalid timezone",
+        "schedule: {cron: '0 3 * * *', interval_s: 60}": "exactly one of cron or interval_s",
+        "workspace: nowhere": "workspace: 'nowhere' is not a folder",
+        "on_failure: carry_on": "on_failure: Input should be 'fail_fast' or 'continue'",
+    }
+    for line, message in bad.items():
+        path = write(tmp_path, f"name: x\n{line}\nsteps:\n  - {{id: a, script: a.py}}\n")
+        with pytest.raises(WorkflowError) as info:
+            load_workflow(path, build_scope(registry, []))
+        assert message in str(info.value), (line, str(info.value))
+
+
+def test_mandatory_approval_tools_reach_workflow_steps_and_a_misspelt_tool_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nsteps:\n  - {id: look, agent: researcher, instructions: Look.}\n"
+                           "  - {id: chat, agent: generalist, instructions: Chat.}\n")
+    workflow = load_workflow(path, build_scope(registry, [], approval_tools=["fetch_url"]))
+    assert workflow.plan.approvals_added == ["look"]  # the researcher may fetch URLs; the generalist may not
+    assert workflow.plan.plan.task("look").approval and not workflow.plan.plan.task("chat").approval
+    with pytest.raises(ValueError, match="unknown tool.*write_files.*known tools"):
+        build_scope(registry, [], approval_tools=["write_files"])
