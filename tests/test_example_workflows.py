@@ -92,7 +92,7 @@ def test_log_pipeline_summarizes_errors_redacts_and_archives_after_approval(tmp_
     folder = tmp_path / "logs"
     shutil.copytree(WORKFLOWS / "log_pipeline", folder, ignore=shutil.ignore_patterns("work", "archive"))
     model = by_step({"Summarize anomalies": [succeed("One upload failed at 03:02.")]})
-    result, run_id = run_and_decide(folder / "workflow.yaml", model, paused_run, {"approve": True})
+    result, _ = run_and_decide(folder / "workflow.yaml", model, paused_run, {"approve": True})
 
     assert result.statuses == {"collect": "COMPLETED", "redact": "COMPLETED", "summarize": "COMPLETED",
                                "upload": "COMPLETED"}
