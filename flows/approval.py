@@ -82,7 +82,6 @@ class PrefectApprover:
         self.poll_s = poll_s or get_settings().approval_poll_s
 
     def __call__(self, sub: SubTask, inputs: dict[str, Any]) -> ApprovalAnswer:
-        log = get_run_logger()
         request = approval_request(sub, inputs)
         create_markdown_artifact(key=f"approval-{sub.id}".replace("_", "-"), markdown=request,
                                  description=f"Waiting for approval of {sub.id}")
@@ -104,12 +103,47 @@ class PrefectApprover:
             approved = sub.approval_default == "approve"
             answer = ApprovalAnswer(approved=approved, timed_out=True,
                                     comment=f"no decision within {self.timeout_s}s; default: {sub.approval_default}")
-        self.audit.record_decision(Decision(
-            **current_context().model_dump(exclude={"task_id", "task_name", "agent"}),
-            step=sub.id, decision="approved" if answer.approved else "rejected",
-            decided_by=answer.decided_by, comment=answer.comment, timed_out=answer.timed_out,
-            value=answer.value or None,
-        ))
-        log.info("step %s %s%s", sub.id, "approved" if answer.approved else "rejected",
-                 f": {answer.comment}" if answer.comment else "")
-        return answer
+        return record_decision(self.audit, sub, answer)
+
+
+def record_decision(audit: AuditLog, sub: SubTask, answer: ApprovalAnswer) -> ApprovalAnswer:
+    """Keep the decision in the audit trail and the run's log."""
+    audit.record_decision(Decision(
+        **current_context().model_dump(exclude={"task_id", "task_name", "agent"}),
+        step=sub.id, decision="approved" if answer.approved else "rejected",
+        decided_by=answer.decided_by, comment=answer.comment, timed_out=answer.timed_out,
+        value=answer.value or None,
+    ))
+    get_run_logger().info("step %s %s%s", sub.id, "approved" if answer.approved else "rejected",
+                          f": {answer.comment}" if answer.comment else "")
+    return answer
+
+
+class TerminalApprover:
+    """Ask the person at the terminal instead of pausing for the UI.
+
+    For `foreman workflow run` / `foreman run` on the temporary Prefect server, whose UI nobody
+    can open. With no answer (stdin closed) the step's default applies, as on a timeout.
+    """
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def __call__(self, sub: SubTask, inputs: dict[str, Any]) -> ApprovalAnswer:
+        import getpass
+
+        import typer
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console(stderr=True).print(Markdown(approval_request(sub, inputs)))
+        try:
+            approved = typer.confirm("Approve?", default=sub.approval_default == "approve", err=True)
+            comment = typer.prompt("Comment", default="", show_default=False, err=True)
+            value = typer.prompt(sub.ask, default="", show_default=False, err=True) if sub.ask else ""
+        except (EOFError, typer.Abort):
+            answer = ApprovalAnswer(approved=sub.approval_default == "approve", timed_out=True,
+                                    comment=f"no answer on the terminal; default: {sub.approval_default}")
+        else:
+            answer = ApprovalAnswer(approved=approved, comment=comment, value=value, decided_by=getpass.getuser())
+        return record_decision(self.audit, sub, answer)

@@ -12,7 +12,7 @@ import foreman  # noqa: F401,I001  (offline env first: Prefect may load this fil
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import controlflow as cf
 from prefect import flow, get_run_logger
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import build_chat_model, describe_model, uses_embedded_model
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
-from foreman.flows.approval import PrefectApprover
+from foreman.flows.approval import PrefectApprover, TerminalApprover
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.executor import Budgets, Engine, NodeStatus, RunReport, RunStatus
 from foreman.engine.explain import ArtifactObserver
@@ -137,6 +137,7 @@ def plan_and_run(
     resume: str | None = None,
     plan: Plan | None = None,
     approval_timeout_s: int = 3600,
+    approve_in: Literal["ui", "terminal"] = "ui",
 ) -> PlanRunResult:
     """Plan `objective` into sub-tasks and run them; return the synthesized answer.
 
@@ -166,7 +167,7 @@ def plan_and_run(
     budgets = Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens, max_wall_s=max_wall_s,
                       max_replans=max_replans, max_concurrency=max_concurrency)
     report = execute_plan(valid, run_key, env=env, scope=scope, settings=settings, store=store, budgets=budgets,
-                          replanner=planner.replan, approval_timeout_s=approval_timeout_s)
+                          replanner=planner.replan, approval_timeout_s=approval_timeout_s, approve_in=approve_in)
 
     answer = synthesize(objective, report, settings, env)
     summary = _summary(report)
@@ -183,12 +184,14 @@ def plan_and_run(
 
 def execute_plan(valid: ValidPlan, run_key: str, *, env: ToolEnv, scope: PlanScope, settings: Settings,
                  store: RunStore, budgets: Budgets, replanner: Any = None, approval_timeout_s: int = 3600,
+                 approve_in: Literal["ui", "terminal"] = "ui",
                  script_base: Path | None = None) -> RunReport:
     """Run a validated plan inside the current flow run: the part plans and workflows share."""
     runner = ControlFlowRunner(env, registry, settings, flow_tools=FLOW_TOOLS, stats=store.agent_stats(),
                                script_base=script_base)
     engine = Engine(runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
-                    approver=PrefectApprover(env.audit, timeout_s=approval_timeout_s))
+                    approver=TerminalApprover(env.audit) if approve_in == "terminal"
+                    else PrefectApprover(env.audit, timeout_s=approval_timeout_s))
     report = engine.run(valid, run_key)
     if report.reused:
         get_run_logger().info("reused finished sub-tasks: %s", ", ".join(report.reused))

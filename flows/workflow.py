@@ -6,6 +6,7 @@ import foreman  # noqa: F401,I001  (offline env first: Prefect may load this fil
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
@@ -25,7 +26,7 @@ from foreman.tools.catalog import ToolEnv
 @flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, **FAILURE_HOOKS)
 def run_workflow(path: str, workspace: str | None = None, allow_write: bool = False,
                  max_llm_calls: int = 100, max_concurrency: int = 4, resume: str | None = None,
-                 approval_timeout_s: int = 3600) -> PlanRunResult:
+                 approval_timeout_s: int = 3600, approve_in: Literal["ui", "terminal"] = "ui") -> PlanRunResult:
     """Load, validate and run the workflow file at `path`. Nothing runs from an invalid file.
 
     A workflow that ends FAILED raises `RunFailed` (its `.result` keeps what finished)."""
@@ -43,7 +44,7 @@ def run_workflow(path: str, workspace: str | None = None, allow_write: bool = Fa
     report = execute_plan(workflow.plan, run_key, env=env, scope=scope, settings=settings, store=store,
                           budgets=Budgets(max_llm_calls=max_llm_calls, max_replans=0,
                                           max_concurrency=max_concurrency),
-                          approval_timeout_s=approval_timeout_s, script_base=workflow.folder)
+                          approval_timeout_s=approval_timeout_s, approve_in=approve_in, script_base=workflow.folder)
     store.record_run(run_key, workflow.name, report.status.value, report.stopped_by,
                      report.plan.model_dump(mode="json"), [], started, time.time() - started,
                      f"workflow {workflow.name}: {report.status.value}")

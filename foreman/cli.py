@@ -26,6 +26,24 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
+def _approve_in(here: bool | None) -> str:
+    """Where approval points ask: the terminal when told, or when no Prefect server is configured
+    (the temporary one has no UI a person can open); otherwise the Prefect UI."""
+    if here is not None:
+        return "terminal" if here else "ui"
+    from prefect.settings import get_current_settings
+
+    return "ui" if get_current_settings().api.url else "terminal"
+
+
+APPROVE_HERE = typer.Option(
+    "--approve-here/--approve-in-ui",
+    help="Answer approval points on this terminal, or in the Prefect UI. "
+         "Default: the UI when PREFECT_API_URL points at a server, else here.",
+    show_default=False,
+)
+
+
 def _ui_hint() -> str:
     from prefect.settings import PREFECT_API_URL
 
@@ -56,6 +74,7 @@ def run(
     max_llm_calls: Annotated[int, typer.Option(help="Model-call budget for the whole run.")] = 60,
     max_concurrency: Annotated[int, typer.Option(help="Sub-tasks running at once.")] = 4,
     resume: Annotated[Optional[str], typer.Option(help="Run key of an earlier run to resume.")] = None,
+    approve_here: Annotated[Optional[bool], APPROVE_HERE] = None,
 ) -> None:
     """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
     _check_model()
@@ -64,7 +83,8 @@ def run(
 
     state = plan_and_run(objective=objective, workspace=str(workspace) if workspace else None,
                          allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
-                         max_concurrency=max_concurrency, resume=resume, return_state=True)
+                         max_concurrency=max_concurrency, resume=resume, approve_in=_approve_in(approve_here),
+                         return_state=True)
     run_id = state.state_details.flow_run_id
     try:
         result = state.result()
@@ -360,6 +380,7 @@ def workflow_run(
     file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],
     workspace: Annotated[Optional[Path], typer.Option(help="Folder agent steps may read.")] = None,
     resume: Annotated[Optional[str], typer.Option(help="Run key of an earlier run to resume.")] = None,
+    approve_here: Annotated[Optional[bool], APPROVE_HERE] = None,
 ) -> None:
     """Run a workflow file now."""
     from foreman.engine.workflow import WorkflowError
@@ -367,7 +388,7 @@ def workflow_run(
     from foreman.flows.workflow import run_workflow
 
     state = run_workflow(path=str(file.resolve()), workspace=str(workspace) if workspace else None,
-                         resume=resume, return_state=True)
+                         resume=resume, approve_in=_approve_in(approve_here), return_state=True)
     try:
         result = state.result()
     except RunFailed as exc:

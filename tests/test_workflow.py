@@ -129,3 +129,26 @@ def test_mandatory_approval_tools_reach_workflow_steps_and_a_misspelt_tool_is_re
     assert workflow.plan.plan.task("look").approval and not workflow.plan.plan.task("chat").approval
     with pytest.raises(ValueError, match="unknown tool.*write_files.*known tools"):
         build_scope(registry, [], approval_tools=["write_files"])
+
+
+@pytest.mark.usefixtures("prefect_server", "foreman_home")
+def test_approval_on_the_terminal_for_runs_without_a_prefect_ui(tmp_path: Path) -> None:
+    from foreman.tools.audit import audit_log
+
+    (tmp_path / "tag.py").write_text(
+        "import json, os\nprint(json.dumps(json.loads(os.environ['FOREMAN_INPUTS'])['_approval']['value']))\n")
+    path = write(tmp_path, "name: release\nsteps:\n"
+                           "  - {id: tag, script: tag.py, approval: true, ask: 'Which tag?'}\n")
+    out = runner.invoke(app, ["workflow", "run", str(path), "--approve-here"], input="y\nship it\nv2.1\n",
+                        terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "Approve step `tag`" in out.output or "Approve step tag" in out.output
+    assert "v2.1" in out.output  # the step's result: the typed answer
+    *_, decision = audit_log().decisions()
+    assert (decision.step, decision.decision, decision.comment, decision.value) == ("tag", "approved", "ship it", "v2.1")
+
+    closed = runner.invoke(app, ["workflow", "run", str(path), "--approve-here"], input="", terminal_width=200)
+    assert closed.exit_code == 0, closed.output  # rejected by default: the step is skipped, the run completes
+    lines = {line.split()[1]: line for line in closed.output.splitlines() if line.startswith("│")}
+    assert "SKIPPED" in lines["tag"]
+    assert audit_log().decisions()[-1].timed_out
