@@ -1,6 +1,10 @@
 """Serve Foreman's flows as deployments from one long-running process, no worker needed.
 
-    .venv/bin/python deployments/serve.py
+    .venv/bin/python deployments/serve.py [--workflows DIR ...] [--schedules-on]
+
+Besides file-search, plan-and-run and run-workflow, every `*/workflow.yaml` under the
+given folders (default: the repo's `workflows/`) is served as its own deployment with the
+schedule its file carries, switched off unless `--schedules-on`.
 
 The process registers each deployment with the Prefect server (PREFECT_API_URL) and
 runs whatever is triggered from the UI, the API or a schedule, until stopped. It is
@@ -10,13 +14,38 @@ the simplest always-on setup; `prefect.yaml` + a process worker is the other.
 from __future__ import annotations
 
 import foreman  # noqa: F401  (offline env before Prefect loads)
+
+import argparse
+from pathlib import Path
+
 from prefect import serve
 
+from foreman.agents.registry import registry
+from foreman.engine.cf_runner import build_scope
+from foreman.engine.workflow import load_workflow
 from foreman.flows.file_search import file_search
 from foreman.flows.planner import plan_and_run
+from foreman.flows.workflow import prefect_schedules, run_workflow
+from foreman.settings import REPO_ROOT
+
+
+def workflow_deployments(folders: list[Path], active: bool) -> list:
+    """One deployment per workflow file; a bad file stops the start with its errors."""
+    deployments = []
+    for path in sorted(p for folder in folders for p in folder.glob("*/workflow.yaml")):
+        workflow = load_workflow(path, build_scope(registry, []))
+        deployments.append(run_workflow.to_deployment(
+            name=workflow.name, description=workflow.description, parameters={"path": str(path)},
+            schedules=prefect_schedules(workflow, active=active), tags=["foreman", "workflow"],
+        ))
+    return deployments
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workflows", type=Path, nargs="*", default=[REPO_ROOT / "workflows"])
+    parser.add_argument("--schedules-on", action="store_true", help="Create the workflows' schedules active.")
+    args = parser.parse_args()
     serve(
         file_search.to_deployment(
             name="file-search",
@@ -30,6 +59,13 @@ def main() -> None:
             parameters={"objective": "Which important tasks are open this week?"},
             tags=["foreman", "planner"],
         ),
+        run_workflow.to_deployment(
+            name="run-workflow",
+            description="Run any workflow file (YAML): scripts, agents and approval points. Give its path.",
+            parameters={"path": str(REPO_ROOT / "workflows" / "log_pipeline" / "workflow.yaml")},
+            tags=["foreman", "workflow"],
+        ),
+        *workflow_deployments(args.workflows, active=args.schedules_on),
     )
 
 

@@ -6,7 +6,7 @@ import foreman  # noqa: F401,I001  (offline env first: Prefect may load this fil
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
@@ -16,7 +16,7 @@ from foreman.agents.registry import registry
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.executor import Budgets, RunStatus
 from foreman.engine.store import run_store
-from foreman.engine.workflow import load_workflow
+from foreman.engine.workflow import Workflow, load_workflow
 from foreman.flows.planner import PlanRunResult, execute_plan, finish
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import REPO_ROOT, get_settings
@@ -57,22 +57,28 @@ def run_workflow(path: str, workspace: str | None = None, allow_write: bool = Fa
                          tokens=report.usage.tokens, duration_s=time.time() - started))
 
 
+def prefect_schedules(workflow: Workflow, *, active: bool) -> list[Any]:
+    """The workflow file's schedule as Prefect schedules (none if the file has none)."""
+    from datetime import timedelta
+
+    from prefect.schedules import Cron, Interval
+
+    sched = workflow.schedule
+    if sched is None:
+        return []
+    if sched.cron:
+        return [Cron(sched.cron, timezone=sched.timezone, active=active)]
+    return [Interval(timedelta(seconds=sched.interval_s or 0), timezone=sched.timezone, active=active)]
+
+
 def deploy_workflow(path: str | Path, *, work_pool: str = "foreman", paused: bool = False) -> str:
     """Create or update the deployment `run-workflow/<name>` for a workflow file, with the file's schedule.
 
     The worker runs it from this checkout (like `prefect deploy --all` does for prefect.yaml),
     so a user's own workflow folder needs no entry in prefect.yaml. Returns the deployment id.
     """
-    from datetime import timedelta
-
-    from prefect.schedules import Cron, Interval
-
     workflow = load_workflow(path, build_scope(registry, []))
-    schedules = []
-    if workflow.schedule is not None:
-        sched = workflow.schedule
-        schedules = [Cron(sched.cron, timezone=sched.timezone, active=not paused) if sched.cron
-                     else Interval(timedelta(seconds=sched.interval_s), timezone=sched.timezone, active=not paused)]
+    schedules = prefect_schedules(workflow, active=not paused)
     source = run_workflow.from_source(source=str(REPO_ROOT), entrypoint="flows/workflow.py:run_workflow")
     deployment_id = source.deploy(
         name=workflow.name, work_pool_name=work_pool, parameters={"path": str(workflow.path)},
@@ -82,4 +88,4 @@ def deploy_workflow(path: str | Path, *, work_pool: str = "foreman", paused: boo
     return str(deployment_id)
 
 
-__all__ = ["RunStatus", "deploy_workflow", "run_workflow"]
+__all__ = ["RunStatus", "deploy_workflow", "prefect_schedules", "run_workflow"]
