@@ -427,12 +427,10 @@ class Engine:
     def _close(self, report: RunReport) -> None:
         report.finished = time.time()
         statuses = {o.status for o in report.outcomes.values()}
-        if report.stopped_by or (NodeStatus.FAILED in statuses and report.plan.on_failure == "fail_fast"):
-            report.status = RunStatus.FAILED
-        elif NodeStatus.FAILED in statuses and not any(o.status == NodeStatus.COMPLETED for o in report.outcomes.values()):
-            report.status = RunStatus.FAILED
-        else:
-            report.status = RunStatus.COMPLETED
+        # "continue" decides what else runs, not the verdict: a step that failed for good (and was
+        # not replaced by a revision) fails the run, so the UI, hooks and notifications say so.
+        failed = report.stopped_by or NodeStatus.FAILED in statuses
+        report.status = RunStatus.FAILED if failed else RunStatus.COMPLETED
         self.observer.on_finish(report)
 
 

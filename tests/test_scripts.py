@@ -77,6 +77,7 @@ def test_failing_script_is_retried_and_a_hanging_one_is_killed_at_its_timeout(sc
     assert report.outcomes["flaky"].result == {"exit_code": 0, "output_tail": ""}
     assert report.outcomes["hang"].status == NodeStatus.FAILED
     assert "timeout" in report.outcomes["hang"].error.lower()
+    assert report.status == RunStatus.FAILED  # "continue" ran the rest; the run still failed
 
 
 def test_script_step_with_an_agent_or_tools_is_refused() -> None:
