@@ -354,6 +354,44 @@ def workflow_check(file: Annotated[Path, typer.Argument(help="A workflow YAML fi
     console.print(mermaid(workflow.plan.plan), highlight=False)
 
 
+notifications_app = typer.Typer(help="Where Foreman tells you about failed runs and waiting approvals.",
+                                no_args_is_help=True)
+app.add_typer(notifications_app, name="notifications")
+
+
+@notifications_app.command("test")
+def notifications_test() -> None:
+    """Send a test message through every block in FOREMAN_NOTIFY_BLOCKS."""
+    from foreman.notifications import RunEvent, notify
+    from foreman.settings import get_settings
+
+    blocks = get_settings().notify_blocks
+    if not blocks:
+        _fail("FOREMAN_NOTIFY_BLOCKS is empty; create a notification block (Prefect UI: Blocks -> +) "
+              "and name it there, e.g. FOREMAN_NOTIFY_BLOCKS=slack-webhook/ops")
+    delivered = notify(RunEvent(kind="test", flow="foreman", message="If you read this, Foreman can reach you."))
+    for slug in blocks:
+        console.print(f"{slug}: " + ("[green]sent[/green]" if slug in delivered else "[red]failed[/red] (see the log above)"))
+    if len(delivered) < len(blocks):
+        raise typer.Exit(code=1)
+
+
+@notifications_app.command("automate")
+def notifications_automate() -> None:
+    """Create Prefect automations that notify those blocks when a Foreman run crashes."""
+    from foreman.notifications import crash_automations
+
+    try:
+        names = crash_automations()
+    except Exception as exc:  # noqa: BLE001  (no server, no block: say what to do)
+        _fail(f"could not create the automations: {exc}\nIs PREFECT_API_URL set to a running server, and "
+              "does every block in FOREMAN_NOTIFY_BLOCKS exist there?")
+    if not names:
+        _fail("FOREMAN_NOTIFY_BLOCKS is empty: nothing to notify")
+    for name in names:
+        console.print(f"[green]created[/green] automation {name!r} (Prefect UI: Automations)")
+
+
 @workflow_app.command("deploy")
 def workflow_deploy(
     file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],

@@ -21,7 +21,8 @@ from foreman.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["run_failed", "awaiting_approval"]
+EventKind = Literal["run_failed", "awaiting_approval", "test"]
+FOREMAN_FLOWS = ["file-search", "plan-and-run", "run-workflow"]
 
 
 class RunEvent(BaseModel):
@@ -36,7 +37,8 @@ class RunEvent(BaseModel):
 
     @property
     def subject(self) -> str:
-        what = "failed" if self.kind == "run_failed" else "waits for your approval"
+        what = {"run_failed": "failed", "awaiting_approval": "waits for your approval",
+                "test": "says hello (a test notification)"}[self.kind]
         return f"[foreman] {self.flow} run {self.run_name or self.run_id} {what}"
 
     @property
@@ -94,6 +96,42 @@ def on_run_failure(flow: Any, flow_run: Any, state: Any) -> None:
         kind="run_failed", flow=flow.name, run_name=flow_run.name, run_id=str(flow_run.id),
         message=f"{state.name}: {state.message or 'no message'}", url=run_url(str(flow_run.id)),
     ))
+
+
+def crash_automations(slugs: list[str] | None = None) -> list[str]:
+    """Create (or replace) a Prefect automation per block: notify when a Foreman flow run crashes.
+
+    Failure hooks run inside the flow's process; a run whose process died (power cut, OOM
+    kill, worker restart) cannot call them. The server sees the crash and the automation
+    sends the message instead. Returns the automations' names.
+    """
+    from prefect import get_client
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    names = []
+    for slug in get_settings().notify_blocks if slugs is None else slugs:
+        block = _load_block(slug)
+        name = f"foreman: crashed runs -> {slug}"
+        automation = AutomationCore(
+            name=name, description="Created by `foreman notifications automate`.",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Crashed"}, posture=Posture.Reactive, threshold=1,
+                match_related={"prefect.resource.role": "flow", "prefect.resource.name": FOREMAN_FLOWS},
+            ),
+            actions=[SendNotification(
+                block_document_id=block._block_document_id,
+                subject="[foreman] {{ flow.name }} run {{ flow_run.name }} crashed",
+                body="{{ flow.name }} run {{ flow_run.name }} crashed: {{ flow_run.state.message }}\n\n"
+                     "Open the run: {{ flow_run|ui_url }}",
+            )],
+        )
+        with get_client(sync_client=True) as client:
+            for old in client.read_automations_by_name(name):
+                client.delete_automation(old.id)
+            client.create_automation(automation)
+        names.append(name)
+    return names
 
 
 FAILURE_HOOKS: dict[str, list[Any]] = {"on_failure": [on_run_failure], "on_crashed": [on_run_failure]}

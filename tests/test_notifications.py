@@ -87,3 +87,31 @@ def test_a_waiting_approval_notifies_and_a_timeout_applies_the_steps_default(tmp
     assert "waits for your approval" in message["subject"] and "deploy" in message["body"]
     [decision] = audit_log().decisions(result.run_key)
     assert decision.timed_out and decision.decision == "approved" and "default: approve" in decision.comment
+
+
+def test_notifications_test_reaches_each_block_and_names_the_one_that_failed(inbox: Inbox) -> None:
+    from typer.testing import CliRunner
+
+    from foreman.cli import app
+
+    out = CliRunner().invoke(app, ["notifications", "test"], terminal_width=200)
+    assert out.exit_code == 1  # one of the two blocks does not exist
+    assert "custom-webhook/ops: sent" in out.output and "custom-webhook/no-such-block: failed" in out.output
+    [message] = inbox.messages
+    assert "test notification" in message["subject"]
+
+
+def test_crash_automation_is_set_up_once_per_block_for_foremans_flows(inbox: Inbox) -> None:
+    from prefect import get_client
+    from prefect.blocks.core import Block
+
+    from foreman.notifications import FOREMAN_FLOWS, crash_automations
+
+    crash_automations(["custom-webhook/ops"])
+    [name] = crash_automations(["custom-webhook/ops"])  # run twice: replaced, not duplicated
+    with get_client(sync_client=True) as client:
+        [automation] = client.read_automations_by_name(name)
+    assert automation.trigger.expect == {"prefect.flow-run.Crashed"}
+    assert automation.trigger.match_related["prefect.resource.name"] == FOREMAN_FLOWS
+    [action] = automation.actions
+    assert action.block_document_id == Block.load("custom-webhook/ops")._block_document_id
