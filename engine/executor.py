@@ -147,6 +147,8 @@ class NullObserver:
 
 
 Replanner = Callable[[ReplanRequest], Plan]
+
+
 class ApprovalAnswer(BaseModel):
     """What a person decided at an approval point (or the default, when nobody answered)."""
 

@@ -15,8 +15,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.context import FlowRunContext
+from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
