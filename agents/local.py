@@ -10,6 +10,8 @@ ends in a valid call to one of the tools ControlFlow bound (at least its
 
 from __future__ import annotations
 
+from langchain_core.language_models import BaseChatModel
+
 from foreman.agents.local_server import (
     LocalServerInfo,
     config_for,
@@ -18,8 +20,6 @@ from foreman.agents.local_server import (
     run_server,
     status,
 )
-from langchain_core.language_models import BaseChatModel
-
 from foreman.settings import Settings, get_settings
 
 # Used when FOREMAN_TEMPERATURE is unset. A 135M model at llama.cpp's default 0.8 picks
@@ -67,8 +67,10 @@ def describe_local_model(settings: Settings | None = None) -> str:
         [
             f"Local model: {config.model_path.name} ({source})",
             f"  path: {config.model_path}",
-            f"  llama.cpp, {config.ctx} tokens of context, {config.threads} threads for prompts "
-            f"and {generation_threads(config)} for generation; {where}.",
+            (
+                f"  llama.cpp, {config.ctx} tokens of context, {config.threads} threads for prompts "
+                f"and {generation_threads(config)} for generation; {where}."
+            ),
             (
                 "  Every call with tools is a forced, grammar-constrained tool call (the model's "
                 "template has no tool support). A 135M model finishes tasks but is often wrong."

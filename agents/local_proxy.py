@@ -36,12 +36,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-from foreman.agents.forcing import forced_response_format, parse_forced_output, tool_name
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from foreman.agents.forcing import forced_response_format, parse_forced_output, tool_name
 
 # Used when a forced request sets no limit: the schema caps bound a well-behaved
 # answer, this bounds a looping one (~10 s of generation on 2 cores for SmolLM2).

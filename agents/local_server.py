@@ -412,6 +412,7 @@ def run_server(
     it waits for this process, so the state file is written without taking it again.
     """
     import uvicorn
+
     from foreman.agents.local_proxy import create_app
 
     state_path, lock_path, log_path = _paths(home)

@@ -115,14 +115,14 @@ def strict_draft_schema(scope: PlanScope, max_tasks: int = 3) -> type[BaseModel]
                 if earlier else (list[str], Field(default_factory=list, max_length=0)),
                 result=(ResultKind, ResultKind.TEXT),
             ))
-        return Union[tuple(variants)]
+        return Union[tuple(variants)]  # noqa: UP007  (built at run time)
 
     steps = [step_type(k) for k in range(max_tasks)]
     shapes = tuple(tuple[tuple(steps[: n + 1])] for n in range(max_tasks))
     return create_model(
         "DraftPlan",
         rationale=(str, Field(max_length=120)),
-        tasks=(Union[shapes], ...),
+        tasks=(Union[shapes], ...),  # noqa: UP007  (built at run time)
     )
 
 

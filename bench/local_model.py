@@ -170,10 +170,9 @@ def _stats(base_url: str) -> dict[str, Any]:
 
 
 def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
+    import foreman  # noqa: F401  (offline setup before ControlFlow)
     from foreman.agents.local import local_chat_model
     from foreman.agents.local_server import ensure_running, stop
-
-    import foreman  # noqa: F401  (offline setup before ControlFlow)
     from foreman.settings import get_settings, reset_settings
 
     reset_settings()

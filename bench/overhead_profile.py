@@ -85,7 +85,7 @@ CUTS: dict[str, tuple[bool, bool, bool]] = {
 def _child_setup(variant: str) -> None:
     if variant == "speedups_no_api_logs":
         os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
-    import foreman  # noqa: F401  (offline env before Prefect loads)
+    import foreman
     import foreman.taskrun  # noqa: F401  (Foreman may apply its default speedups on import)
     from foreman.speedups import apply_speedups, speedups_state
 

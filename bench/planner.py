@@ -23,8 +23,8 @@ HOME = Path(tempfile.mkdtemp(prefix="foreman-bench-planner-"))
 os.environ.setdefault("FOREMAN_HOME", str(HOME / "foreman"))
 os.environ.setdefault("PREFECT_HOME", str(HOME / "prefect"))
 
-import foreman  # noqa: E402,F401  (offline env first)
-from foreman.engine.plan import Plan, SubTask  # noqa: E402
+import foreman  # noqa: F401  (offline env first)
+from foreman.engine.plan import Plan, SubTask
 
 
 def sub(i: int, deps: list[int]) -> SubTask:

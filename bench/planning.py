@@ -20,7 +20,7 @@ HOME = Path(tempfile.mkdtemp(prefix="foreman-bench-planning-"))
 os.environ.setdefault("FOREMAN_HOME", str(HOME / "foreman"))
 os.environ.setdefault("PREFECT_HOME", str(HOME / "prefect"))
 
-import foreman  # noqa: E402,F401
+import foreman  # noqa: F401
 
 OBJECTIVES = [
     "What does the Q3 report recommend?",                                       # one read

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import foreman  # noqa: F401  (offline env before Prefect loads)
 
+# isort: split
+
 import argparse
 from pathlib import Path
 

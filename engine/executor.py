@@ -225,7 +225,7 @@ class Engine:
                 continue
             done, _ = wait_futures([f for f, *_ in running.values()], timeout=POLL_S)
             for node_id in [i for i, (f, *_) in running.items() if f in done]:
-                future, tried, usage, reserved = running.pop(node_id)
+                future, tried, usage, _reserved = running.pop(node_id)
                 failed_for_good = self._finish(node_id, future, tried, usage, report)
                 if failed_for_good:
                     replans = self._on_failure(node_id, report, replans)

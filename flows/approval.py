@@ -7,15 +7,17 @@ default (reject unless told otherwise). Every decision is kept in the audit log.
 
 from __future__ import annotations
 
-import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+import foreman  # noqa: F401  (offline env first: Prefect may load this file by path)
+
+# isort: split
 
 import json
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
 from prefect.context import FlowRunContext
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field

@@ -9,7 +9,9 @@ The folder searched is the workspace for this run; no tool can leave it.
 
 from __future__ import annotations
 
-import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+import foreman  # noqa: F401  (offline env first: Prefect may load this file by path)
+
+# isort: split
 
 from pathlib import Path
 

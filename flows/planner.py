@@ -8,7 +8,9 @@ Every step is explained as Prefect artifacts; the answer is synthesized at the e
 
 from __future__ import annotations
 
-import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+import foreman  # noqa: F401  (offline env first: Prefect may load this file by path)
+
+# isort: split
 
 import time
 from pathlib import Path
@@ -25,13 +27,13 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import build_chat_model, describe_model, uses_embedded_model
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
-from foreman.flows.approval import PrefectApprover, TerminalApprover
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.executor import Budgets, Engine, NodeStatus, RunReport, RunStatus
 from foreman.engine.explain import ArtifactObserver
 from foreman.engine.plan import Plan
 from foreman.engine.store import RunStore, run_store
 from foreman.engine.validate import PlanScope, ValidPlan, validate_plan
+from foreman.flows.approval import PrefectApprover, TerminalApprover
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
 from foreman.taskrun import TaskNotCompleted, run_task

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import foreman  # noqa: F401,I001  (offline env first: Prefect may load this file by path)
+import foreman  # noqa: F401  (offline env first: Prefect may load this file by path)
+
+# isort: split
 
 import time
 from pathlib import Path

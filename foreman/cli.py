@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -68,13 +68,13 @@ def _check_model(out: Console | None = None) -> None:
 @app.command()
 def run(
     objective: Annotated[str, typer.Argument(help="What you want done, in plain words.")],
-    workspace: Annotated[Optional[Path], typer.Option(help="Folder the agents may read (default: FOREMAN_WORKSPACE).")] = None,
+    workspace: Annotated[Path | None, typer.Option(help="Folder the agents may read (default: FOREMAN_WORKSPACE).")] = None,
     allow_write: Annotated[bool, typer.Option(help="Let sub-tasks write files in the workspace.")] = False,
     allow_code: Annotated[bool, typer.Option(help="Let sub-tasks run Python in the sandbox.")] = False,
     max_llm_calls: Annotated[int, typer.Option(help="Model-call budget for the whole run.")] = 60,
     max_concurrency: Annotated[int, typer.Option(help="Sub-tasks running at once.")] = 4,
-    resume: Annotated[Optional[str], typer.Option(help="Run key of an earlier run to resume.")] = None,
-    approve_here: Annotated[Optional[bool], APPROVE_HERE] = None,
+    resume: Annotated[str | None, typer.Option(help="Run key of an earlier run to resume.")] = None,
+    approve_here: Annotated[bool | None, APPROVE_HERE] = None,
 ) -> None:
     """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
     _check_model()
@@ -168,7 +168,7 @@ def _plan(objective: str, as_json: bool, allow_write: bool, allow_code: bool, ou
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for in the workspace.")],
-    directory: Annotated[Optional[Path], typer.Option(help="Folder to search (default: FOREMAN_WORKSPACE).")] = None,
+    directory: Annotated[Path | None, typer.Option(help="Folder to search (default: FOREMAN_WORKSPACE).")] = None,
     max_llm_calls: Annotated[int, typer.Option(help="Model-call budget per task.")] = 8,
 ) -> None:
     """Run the file-search flow over a folder and print what the agent found."""
@@ -232,7 +232,7 @@ def decisions() -> None:
 
 @app.command()
 def audit(
-    run: Annotated[Optional[str], typer.Argument(help="Flow-run id (or its first 8+ characters) or run name.")] = None,
+    run: Annotated[str | None, typer.Argument(help="Flow-run id (or its first 8+ characters) or run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print records as JSON lines.")] = False,
 ) -> None:
     """Show every tool call and refusal of a run (without RUN: the recent runs)."""
@@ -315,7 +315,7 @@ def model_stop() -> None:
 @workflow_app.command("init")
 def workflow_init(
     folder: Annotated[Path, typer.Argument(help="A folder of Python scripts.")],
-    output: Annotated[Optional[Path], typer.Option(help="Where to write it (default: FOLDER/workflow.yaml).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Where to write it (default: FOLDER/workflow.yaml).")] = None,
 ) -> None:
     """Write a workflow skeleton with one step per script, for you to edit."""
     from foreman.engine.workflow import WorkflowError, skeleton
@@ -416,9 +416,9 @@ def workflow_deploy(
 @workflow_app.command("run")
 def workflow_run(
     file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],
-    workspace: Annotated[Optional[Path], typer.Option(help="Folder agent steps may read.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Run key of an earlier run to resume.")] = None,
-    approve_here: Annotated[Optional[bool], APPROVE_HERE] = None,
+    workspace: Annotated[Path | None, typer.Option(help="Folder agent steps may read.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Run key of an earlier run to resume.")] = None,
+    approve_here: Annotated[bool | None, APPROVE_HERE] = None,
 ) -> None:
     """Run a workflow file now."""
     from foreman.engine.workflow import WorkflowError

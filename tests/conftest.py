@@ -24,9 +24,9 @@ os.environ.setdefault("FOREMAN_APPROVAL_POLL_S", "1")  # paused runs check for a
 for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
     os.environ.pop(key, None)
 
-import pytest  # noqa: E402
+import pytest
 
-import foreman  # noqa: E402,F401  (offline preparation before Prefect/ControlFlow load)
+import foreman  # noqa: F401  (offline preparation before Prefect/ControlFlow load)
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "workspace"
 

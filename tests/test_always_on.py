@@ -86,7 +86,7 @@ class Stack:
 
     def cli(self, *args: str, tool: str = "prefect") -> str:
         done = subprocess.run([str(BIN / tool), *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, check=False)
         assert done.returncode == 0, f"{tool} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 

@@ -14,7 +14,15 @@ from foreman.agents.models import use_model
 from foreman.agents.registry import registry
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, fail, succeed
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
-from foreman.engine.executor import ApprovalAnswer, Budgets, Engine, NodeStatus, ReplanRequest, RunReport, RunStatus
+from foreman.engine.executor import (
+    ApprovalAnswer,
+    Budgets,
+    Engine,
+    NodeStatus,
+    ReplanRequest,
+    RunReport,
+    RunStatus,
+)
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.store import run_store
 from foreman.engine.validate import validate_plan

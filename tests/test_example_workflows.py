@@ -10,7 +10,14 @@ import pytest
 from prefect.flow_runs import resume_flow_run
 
 from foreman.agents.models import use_model
-from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, call, succeed, succeed_model
+from foreman.agents.scripted import (
+    ScriptedChatModel,
+    ScriptedReply,
+    Turn,
+    call,
+    succeed,
+    succeed_model,
+)
 from foreman.flows.workflow import run_workflow
 from foreman.tools.audit import audit_log
 

@@ -18,6 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
+from starlette.testclient import TestClient
+
 from foreman.agents.forcing import ForcingError, forced_response_format, parse_forced_output
 from foreman.agents.local_proxy import (
     build_upstream_body,
@@ -33,9 +36,6 @@ from foreman.agents.local_server import (
     bundled_model_path,
     resolve_model_path,
 )
-from pydantic import BaseModel
-from starlette.testclient import TestClient
-
 from foreman.settings import Settings
 
 
@@ -405,7 +405,6 @@ def test_a_different_model_or_fixed_port_needs_another_server(tmp_path: Path) ->
 def local_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private FOREMAN_HOME for the real server; the server is stopped at the end."""
     from foreman.agents.local_server import stop
-
     from foreman.settings import reset_settings
 
     home = tmp_path_factory.mktemp("local-model-home")

@@ -15,7 +15,14 @@ from prefect.settings import PREFECT_API_URL
 from foreman.agents.models import use_model
 from foreman.agents.planner import PlanningFailed, draft_schema
 from foreman.agents.registry import registry
-from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, fail, succeed, succeed_model
+from foreman.agents.scripted import (
+    ScriptedChatModel,
+    ScriptedReply,
+    Turn,
+    fail,
+    succeed,
+    succeed_model,
+)
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.plan import SubTask
 from foreman.engine.store import AgentStats, run_store

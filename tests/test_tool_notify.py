@@ -32,8 +32,14 @@ def test_bad_calls_are_refused_with_advice(message: str, level: str, reason: str
 @pytest.mark.usefixtures("prefect_server")
 def test_inside_a_flow_it_creates_an_artifact_and_a_run_log() -> None:
     from prefect import flow, get_client, task
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
-    from prefect.client.schemas.filters import FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.client.schemas.objects import Artifact
     from prefect.context import get_run_context
     from prefect.logging.handlers import APILogHandler

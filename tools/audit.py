@@ -102,7 +102,7 @@ def current_context() -> CallContext:
             context.run_id = str(flow_ctx.flow_run.id)
             context.run_name = flow_ctx.flow_run.name
             context.flow_name = flow_ctx.flow.name if flow_ctx.flow else None
-    except Exception:  # noqa: BLE001  (no Prefect run: the record keeps empty fields)
+    except Exception:  # noqa: BLE001, S110  (no Prefect run: the record keeps empty fields)
         pass
     try:
         from controlflow.utilities.context import ctx
@@ -114,7 +114,7 @@ def current_context() -> CallContext:
             if tasks:
                 context.task_id = ",".join(t.id for t in tasks)
                 context.task_name = ",".join(t.friendly_name() for t in tasks)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110  (no ControlFlow turn: the record keeps empty fields)
         pass
     return context
 
