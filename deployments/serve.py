@@ -22,12 +22,9 @@ from pathlib import Path
 
 from prefect import serve
 
-from foreman.agents.registry import registry
-from foreman.engine.cf_runner import build_scope
-from foreman.engine.workflow import load_workflow
 from foreman.flows.file_search import file_search
 from foreman.flows.planner import plan_and_run
-from foreman.flows.workflow import prefect_schedules, run_workflow
+from foreman.flows.workflow import deployment_parameters, prefect_schedules, run_workflow
 from foreman.settings import REPO_ROOT
 
 
@@ -35,9 +32,9 @@ def workflow_deployments(folders: list[Path], active: bool) -> list:
     """One deployment per workflow file; a bad file stops the start with its errors."""
     deployments = []
     for path in sorted(p for folder in folders for p in folder.glob("*/workflow.yaml")):
-        workflow = load_workflow(path, build_scope(registry, []))
+        workflow, parameters = deployment_parameters(path)
         deployments.append(run_workflow.to_deployment(
-            name=workflow.name, description=workflow.description, parameters={"path": str(path)},
+            name=workflow.name, description=workflow.description, parameters=parameters,
             schedules=prefect_schedules(workflow, active=active), tags=["foreman", "workflow"],
         ))
     return deployments

@@ -13,18 +13,24 @@
         depends_on: [collect]
         condition: collect.count > 0
 
+Parameters (`params:`, see `engine.params`) let a run change a topic or a limit without
+editing the file; `${name}` in a step takes the run's value.
+
 Loading checks everything plan validation checks, plus that script paths exist; every
 error names the file, the step and the field, and nothing runs from a bad file.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from foreman.engine.params import Param, declare, resolve, substitute
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
 
@@ -61,6 +67,7 @@ class WorkflowFile(BaseModel):
         default=None, description="The folder agent steps' file tools work in (relative to this file)."
     )
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
+    params: dict[str, Any] = Field(default_factory=dict)
     steps: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -73,6 +80,12 @@ class Workflow(BaseModel):
     path: Path
     plan: ValidPlan
     workspace: Path | None = None
+    params: dict[str, Param] = Field(default_factory=dict)
+    values: dict[str, Any] = Field(default_factory=dict, description="This run's parameter values.")
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.params.items() if not p.required}
 
     @property
     def folder(self) -> Path:
@@ -114,8 +127,37 @@ def _step(raw: dict[str, Any], index: int) -> tuple[SubTask | None, list[str]]:
         return None, _pydantic_errors(f"{name}.", exc)
 
 
-def load_workflow(path: str | Path, scope: PlanScope) -> Workflow:
-    """Read, check and validate a workflow file, or raise `WorkflowError` listing every problem."""
+STAND_INS: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False}
+
+
+def _with_params(step: SubTask, values: dict[str, Any], declared: Collection[str]) -> tuple[SubTask, list[str]]:
+    """The step with `${name}` replaced in title, instructions, condition and script args/env."""
+    errors: list[str] = []
+
+    def text(field: str, value: str, literal: bool = False) -> str:
+        out, problems = substitute(value, values, literal=literal, declared=declared)
+        errors.extend(f"{step.id}.{field}: {p}" for p in problems)
+        return out
+
+    update: dict[str, Any] = {"title": text("title", step.title),
+                              "instructions": text("instructions", step.instructions)}
+    if step.condition:
+        update["condition"] = text("condition", step.condition, literal=True)
+    if step.script is not None:
+        update["script"] = step.script.model_copy(update={
+            "args": [text(f"script.args[{i}]", a) for i, a in enumerate(step.script.args)],
+            "env": {**{k: text(f"script.env.{k}", v) for k, v in step.script.env.items()},
+                    **({"FOREMAN_PARAMS": json.dumps(values)} if values else {})},
+        })
+    return step.model_copy(update=update), errors
+
+
+def load_workflow(path: str | Path, scope: PlanScope, params: dict[str, Any] | None = None, *,
+                  require_params: bool = True) -> Workflow:
+    """Read, check and validate a workflow file, or raise `WorkflowError` listing every problem.
+
+    `params` are this run's values; without `require_params` (check, deploy) a missing
+    required one gets a stand-in so the rest of the file is still checked."""
     path = Path(path).expanduser().resolve()
     try:
         raw = yaml.safe_load(path.read_text())
@@ -128,13 +170,20 @@ def load_workflow(path: str | Path, scope: PlanScope) -> Workflow:
     except ValidationError as exc:
         raise WorkflowError(path, _pydantic_errors("", exc)) from None
 
-    errors: list[str] = []
+    declared, errors = declare(spec.params)
+    given = dict(params or {})
+    if not require_params:
+        given.update({n: STAND_INS[p.type] for n, p in declared.items() if p.required and n not in given})
+    values, problems = resolve(declared, given)
+    errors.extend(problems)
     steps: list[SubTask] = []
     for index, raw_step in enumerate(spec.steps):
         step, problems = _step(raw_step, index)
         errors.extend(problems)
         if step is None:
             continue
+        step, problems = _with_params(step, values, declared)
+        errors.extend(problems)
         steps.append(step)
         if step.script is not None:
             script = Path(step.script.path).expanduser()
@@ -158,7 +207,7 @@ def load_workflow(path: str | Path, scope: PlanScope) -> Workflow:
     except PlanInvalid as exc:
         raise WorkflowError(path, [str(e) for e in exc.errors]) from None
     return Workflow(name=spec.name, description=spec.description, schedule=spec.schedule, path=path, plan=valid,
-                    workspace=workspace)
+                    workspace=workspace, params=declared, values=values)
 
 
 def skeleton(folder: str | Path) -> str:

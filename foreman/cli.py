@@ -42,6 +42,18 @@ APPROVE_HERE = typer.Option(
          "Default: the UI when PREFECT_API_URL points at a server, else here.",
     show_default=False,
 )
+PARAM = typer.Option("--param", "-p", help="A workflow parameter, NAME=VALUE (repeat for more).")
+
+
+def _params(pairs: list[str] | None) -> dict[str, str]:
+    """`--param topic=backups` pairs as a dict; the workflow file's types convert the values."""
+    params: dict[str, str] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            _fail(f"--param {pair!r}: write it as NAME=VALUE, e.g. --param topic=backups")
+        params[name.strip()] = value
+    return params
 
 
 def _ui_hint() -> str:
@@ -332,15 +344,18 @@ def workflow_init(
 
 
 @workflow_app.command("check")
-def workflow_check(file: Annotated[Path, typer.Argument(help="A workflow YAML file.")]) -> None:
-    """Validate a workflow file without running it."""
+def workflow_check(
+    file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],
+    param: Annotated[list[str] | None, PARAM] = None,
+) -> None:
+    """Validate a workflow file without running it (with these params, if given)."""
     from foreman.agents.registry import registry
     from foreman.engine.cf_runner import build_scope
     from foreman.engine.explain import mermaid
     from foreman.engine.workflow import WorkflowError, load_workflow
 
     try:
-        workflow = load_workflow(file, build_scope(registry, []))
+        workflow = load_workflow(file, build_scope(registry, []), _params(param), require_params=False)
     except WorkflowError as exc:
         _fail(str(exc))
     console.print(f"[green]ok[/green]: {workflow.name}, {len(workflow.plan.plan.tasks)} steps, "
@@ -351,6 +366,9 @@ def workflow_check(file: Annotated[Path, typer.Argument(help="A workflow YAML fi
         forced = workflow.plan.approvals_added
         console.print(f"approval points: {', '.join(approvals)}"
                       + (f" ({', '.join(forced)} because of FOREMAN_APPROVAL_TOOLS)" if forced else ""))
+    for name, spec in workflow.params.items():
+        console.print(f"param {name} ({spec.type}): " + ("required" if spec.required else f"default {spec.default!r}")
+                      + (f" - {spec.description}" if spec.description else ""), highlight=False)
     console.print(mermaid(workflow.plan.plan), highlight=False)
 
 
@@ -397,13 +415,14 @@ def workflow_deploy(
     file: Annotated[Path, typer.Argument(help="A workflow YAML file.")],
     pool: Annotated[str, typer.Option(help="Process work pool a `prefect worker` serves.")] = "foreman",
     paused: Annotated[bool, typer.Option("--paused", help="Create its schedule switched off.")] = False,
+    param: Annotated[list[str] | None, PARAM] = None,
 ) -> None:
     """Deploy a workflow file to the Prefect server with the schedule it carries (run-workflow/<name>)."""
     from foreman.engine.workflow import WorkflowError
     from foreman.flows.workflow import deploy_workflow
 
     try:
-        deployment_id = deploy_workflow(file, work_pool=pool, paused=paused)
+        deployment_id = deploy_workflow(file, work_pool=pool, paused=paused, params=_params(param))
     except WorkflowError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001  (no server, no pool: say what to do)
@@ -419,13 +438,15 @@ def workflow_run(
     workspace: Annotated[Path | None, typer.Option(help="Folder agent steps may read.")] = None,
     resume: Annotated[str | None, typer.Option(help="Run key of an earlier run to resume.")] = None,
     approve_here: Annotated[bool | None, APPROVE_HERE] = None,
+    param: Annotated[list[str] | None, PARAM] = None,
 ) -> None:
-    """Run a workflow file now."""
+    """Run a workflow file now, with these params."""
     from foreman.engine.workflow import WorkflowError
     from foreman.flows.planner import RunFailed
     from foreman.flows.workflow import run_workflow
 
-    state = run_workflow(path=str(file.resolve()), workspace=str(workspace) if workspace else None,
+    state = run_workflow(path=str(file.resolve()), params=_params(param) or None,
+                         workspace=str(workspace) if workspace else None,
                          resume=resume, approve_in=_approve_in(approve_here), return_state=True)
     try:
         result = state.result()

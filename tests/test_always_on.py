@@ -39,6 +39,7 @@ def test_prefect_yaml_deploys_each_example_workflow_with_the_schedule_its_file_c
         deployment = deployments.get(workflow.name)
         assert deployment, f"prefect.yaml has no deployment for {workflow_file}"
         assert deployment["parameters"]["path"] == str(workflow_file.relative_to(ROOT))
+        assert deployment["parameters"].get("params", {}) == workflow.defaults  # the form shows the file's values
         assert [s["cron"] for s in deployment["schedules"]] == [workflow.schedule.cron]
 
 

@@ -59,7 +59,7 @@ def test_content_pipeline_researches_writes_reviews_and_publishes_once_approved(
     folder = tmp_path / "content"
     shutil.copytree(WORKFLOWS / "content_pipeline", folder, ignore=shutil.ignore_patterns("published"))
     model = by_step({
-        "Research the backup notes": [call("read_file", path="backups.md"),
+        "Research the notes on backups": [call("read_file", path="backups.md"),
                                       succeed("restic nightly 02:30 (backups.md); monthly restore test (backups.md)")],
         "Write the article": [succeed(DRAFT)],
         "Review the draft": [succeed_model(ready=True, notes="all claims are in backups.md")],
@@ -83,13 +83,14 @@ def test_content_pipeline_researches_writes_reviews_and_publishes_once_approved(
 def test_content_pipeline_does_not_ask_anyone_when_the_review_says_not_ready(tmp_path: Path) -> None:
     folder = tmp_path / "content"
     shutil.copytree(WORKFLOWS / "content_pipeline", folder, ignore=shutil.ignore_patterns("published"))
-    model = by_step({
-        "Research the backup notes": [succeed("notes")],
+    model = by_step({  # a run on another topic: the param reaches the agents' task
+        "Research the notes on monitoring": [succeed("notes")],
         "Write the article": [succeed(DRAFT)],
         "Review the draft": [succeed_model(ready=False, notes="the 9-minute restore is not in the draft")],
     })
     with use_model(model):
-        result = run_workflow(path=str(folder / "workflow.yaml"))
+        result = run_workflow(path=str(folder / "workflow.yaml"), params={"topic": "monitoring"})
+    assert "read the ones about monitoring" in result.plan.task("research").instructions
     assert result.statuses["publish"] == "SKIPPED" and result.status == "COMPLETED"
     assert result.results["review"]["notes"].startswith("the 9-minute")
     assert not (folder / "published").exists()

@@ -152,3 +152,100 @@ def test_approval_on_the_terminal_for_runs_without_a_prefect_ui(tmp_path: Path) 
     lines = {line.split()[1]: line for line in closed.output.splitlines() if line.startswith("│")}
     assert "SKIPPED" in lines["tag"]
     assert audit_log().decisions()[-1].timed_out
+
+
+PARAMS_WORKFLOW = """
+name: report
+schedule: {cron: "0 6 * * *"}
+params:
+  folder: {type: str, description: Where to look}
+  limit: 3
+  loud: false
+steps:
+  - id: scan
+    script: {path: scan.py, args: ["${folder}", "--limit=${limit}", "$${not_a_param}"], env: {MODE: "limit ${limit}"}}
+  - id: alert
+    script: alert.py
+    depends_on: [scan]
+    condition: scan.found > ${limit} or ${loud}
+  - id: tell
+    title: Tell about ${folder}
+    agent: writer
+    instructions: Say what was found in ${folder}.
+    depends_on: [scan]
+"""
+
+
+def params_workflow(tmp_path: Path) -> Path:
+    (tmp_path / "scan.py").write_text(
+        "import json, os, sys\nprint(json.dumps({'args': sys.argv[1:], 'mode': os.environ['MODE'], "
+        "'params': json.loads(os.environ['FOREMAN_PARAMS']), 'found': 5}))\n")
+    (tmp_path / "alert.py").write_text("print('alert')\n")
+    return write(tmp_path, PARAMS_WORKFLOW)
+
+
+def test_params_fill_titles_instructions_args_env_and_conditions(tmp_path: Path) -> None:
+    path = params_workflow(tmp_path)
+    workflow = load_workflow(path, build_scope(registry, []), {"folder": "/srv/logs", "limit": "7"})
+    assert workflow.values == {"folder": "/srv/logs", "limit": 7, "loud": False}  # "7" typed on a CLI is an int
+    plan = workflow.plan.plan
+    assert plan.task("scan").script.args == ["/srv/logs", "--limit=7", "${not_a_param}"]
+    assert plan.task("scan").script.env["MODE"] == "limit 7"
+    assert plan.task("alert").condition == "scan.found > 7 or false"  # values become literals
+    assert (plan.task("tell").title, plan.task("tell").instructions) == \
+        ("Tell about /srv/logs", "Say what was found in /srv/logs.")
+    other = load_workflow(path, build_scope(registry, []), {"folder": "/srv/logs", "limit": 8})
+    assert other.plan.plan.task("scan").fingerprint() != plan.task("scan").fingerprint()  # no stale reuse
+
+
+def test_bad_params_are_refused_with_every_reason_and_nothing_runs(tmp_path: Path) -> None:
+    path = params_workflow(tmp_path)
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path, build_scope(registry, []), {"limit": "many", "colour": "red"})
+    text = str(info.value)
+    assert "params.colour: this workflow has no parameter 'colour'; it has: folder, limit, loud" in text
+    assert "params.limit: 'many' is not a valid int" in text
+    assert "params.folder: required; give it with `--param folder=VALUE`" in text
+    assert "unknown parameter" not in text  # ${limit} is declared: no second, misleading error
+
+    path.write_text(PARAMS_WORKFLOW.replace("${folder}\", \"--limit", "${foldr}\", \"--limit")
+                    .replace("  loud: false", "  loud: [1]"))
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path, build_scope(registry, []), {"folder": "x"})
+    assert "scan.script.args[0]: unknown parameter ${foldr}; known: folder, limit" in str(info.value)
+    assert "params.loud: give a default value" in str(info.value)
+
+
+def test_check_and_deploy_handle_required_params(tmp_path: Path) -> None:
+    from foreman.flows.workflow import deployment_parameters
+
+    path = params_workflow(tmp_path)
+    out = runner.invoke(app, ["workflow", "check", str(path)], terminal_width=200)
+    assert out.exit_code == 0, out.output  # the rest of the file is checked without a value
+    assert "param folder (str): required - Where to look" in out.output and "param limit (int): default 3" in out.output
+    with pytest.raises(WorkflowError, match="params.folder: required, and the schedule starts runs"):
+        deployment_parameters(path)  # a scheduled run would have nobody to ask
+    _, parameters = deployment_parameters(path, {"folder": "/srv/logs"})
+    assert parameters == {"path": str(path), "params": {"folder": "/srv/logs", "limit": 3, "loud": False}}
+
+
+@pytest.mark.usefixtures("prefect_server", "foreman_home")
+def test_a_run_takes_params_from_the_command_line(tmp_path: Path) -> None:
+    path = params_workflow(tmp_path)
+    path.write_text(PARAMS_WORKFLOW.split("  - id: tell")[0])
+    refused = runner.invoke(app, ["workflow", "run", str(path), "-p", "limit=3"], terminal_width=200)
+    assert refused.exit_code == 1 and "params.folder: required" in refused.output
+
+    out = runner.invoke(app, ["workflow", "run", str(path), "-p", "folder=logs", "--param", "limit=9"],
+                        terminal_width=300)
+    assert out.exit_code == 0, out.output
+    lines = {line.split()[1]: line for line in out.output.splitlines() if line.startswith("│")}
+    assert "SKIPPED" in lines["alert"]  # 5 found is not over 9
+    assert "'args': ['logs', '--limit=9'" in lines["scan"]
+
+    from foreman.flows.workflow import run_workflow  # as from Python, or the params form in the UI
+
+    result = run_workflow(path=str(path), params={"folder": "logs", "loud": "yes"})
+    assert result.statuses["alert"] == "COMPLETED"  # `or ${loud}` made the condition true
+    assert result.results["scan"] == {"args": ["logs", "--limit=3", "${not_a_param}"], "mode": "limit 3",
+                                      "params": {"folder": "logs", "limit": 3, "loud": True}, "found": 5}
