@@ -172,6 +172,20 @@ def run_subtask(runner: NodeRunner, sub: SubTask, inputs: dict[str, Any], max_ll
     return NodeResult(value=value, agent=agent)
 
 
+
+def upstream_results(sub: SubTask, report: RunReport) -> dict[str, Any]:
+    """Results of every step `sub` depends on, directly or not, in plan order: what a person
+    deciding on `sub` should see (the step itself only receives its direct dependencies)."""
+    ancestors: set[str] = set()
+    todo = list(sub.depends_on)
+    while todo:
+        step_id = todo.pop()
+        if step_id not in ancestors and step_id in report.plan.ids:
+            ancestors.add(step_id)
+            todo.extend(report.plan.task(step_id).depends_on)
+    return {t.id: report.outcomes[t.id].result for t in report.plan.tasks
+            if t.id in ancestors and report.outcomes[t.id].status == NodeStatus.COMPLETED}
+
 class Engine:
     """Runs plans. One engine per flow run; `run` is called from the flow-run's thread."""
 
@@ -309,7 +323,7 @@ class Engine:
         report.status = RunStatus.PAUSED
         self.observer.on_progress(report)
         try:
-            answer = self.approver(sub, inputs)
+            answer = self.approver(sub, upstream_results(sub, report))
         except Exception as exc:  # noqa: BLE001  (no one could be asked: the step must not run)
             report.status = RunStatus.RUNNING
             outcome.status = NodeStatus.FAILED

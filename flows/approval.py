@@ -39,8 +39,11 @@ class ApprovalInput(RunInput):
 
 
 def approval_request(sub: SubTask, inputs: dict[str, Any]) -> str:
-    """What the person sees: the step, what it will do, and what it will work from."""
-    found = "\n".join(f"- **{k}**: {json.dumps(v, default=str)[:500]}" for k, v in inputs.items()) or "- (nothing)"
+    """What the person sees: the step, what it will do, and what earlier steps found.
+
+    `inputs` are all upstream results; the step's own inputs (direct dependencies) are marked."""
+    found = "\n".join(f"- **{k}**{' (input of this step)' if k in sub.depends_on else ''}: "
+                      f"{json.dumps(v, default=str)[:500]}" for k, v in inputs.items()) or "- (nothing)"
     question = f"**It asks you:** {sub.ask} (answer in *value*)\n\n" if sub.ask else ""
     rejecting = {"skip": "the step and everything after it are skipped",
                  "fail": "the step fails", "replan": "the planner looks for another way"}[sub.on_reject]

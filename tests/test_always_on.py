@@ -178,7 +178,8 @@ def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack,
     assert {"file-search", "plan-and-run", "run-workflow", "log-pipeline", "content-pipeline"} <= set(deployments)
     log_pipeline = deployments["log-pipeline"]
     assert [(s["schedule"]["cron"], s["active"]) for s in log_pipeline["schedules"]] == [("0 3 * * *", False)]
-    assert "path" in log_pipeline["parameter_openapi_schema"]["properties"]  # a form in the UI
+    assert {"path", "params"} <= set(log_pipeline["parameter_openapi_schema"]["properties"])  # a form in the UI
+    assert log_pipeline["parameters"]["params"] == {"source": "incoming", "min_errors": 1}  # prefilled
 
     # the user's own folder of scripts: deployed with the schedule its file carries
     workflow = chores(tmp_path / "chores")

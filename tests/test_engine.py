@@ -261,10 +261,28 @@ class Person:
     def __init__(self, **answers: ApprovalAnswer) -> None:
         self.answers = answers
         self.asked: list[str] = []
+        self.shown: dict[str, dict] = {}
 
     def __call__(self, sub: SubTask, inputs: dict) -> ApprovalAnswer:
         self.asked.append(sub.id)
+        self.shown[sub.id] = inputs
         return self.answers[sub.id]
+
+
+def test_the_person_sees_everything_upstream_but_the_step_gets_only_its_inputs(workspace: Path) -> None:
+    from foreman.flows.approval import approval_request
+
+    plan = Plan(tasks=[step("collect"), step("count", depends_on=["collect"]), step("unrelated"),
+                       step("upload", depends_on=["count"], approval=True)])
+    model = scripted({"collect": succeed("12 logs"), "count": succeed("3 errors"), "unrelated": succeed("x")})
+    person = Person(upload=ApprovalAnswer(approved=True))
+    report = run_plan(plan, model, workspace, approver=person)
+    assert report.outcomes["upload"].status == NodeStatus.COMPLETED
+    assert person.shown["upload"] == {"collect": "12 logs", "count": "3 errors"}  # the chain, not "unrelated"
+    request = approval_request(plan.task("upload"), person.shown["upload"])
+    assert '**collect**: "12 logs"' in request and '**count** (input of this step): "3 errors"' in request
+    prompt = "\n".join(str(m.content) for m in turns_of(model, "upload")[0].messages)
+    assert "3 errors" in prompt and "12 logs" not in prompt
 
 
 def test_rejection_skips_the_branch_by_default_and_the_rest_goes_on(workspace: Path) -> None:
