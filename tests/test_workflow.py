@@ -249,3 +249,16 @@ def test_a_run_takes_params_from_the_command_line(tmp_path: Path) -> None:
     assert result.statuses["alert"] == "COMPLETED"  # `or ${loud}` made the condition true
     assert result.results["scan"] == {"args": ["logs", "--limit=3", "${not_a_param}"], "mode": "limit 3",
                                       "params": {"folder": "logs", "limit": 3, "loud": True}, "found": 5}
+
+
+def test_the_readme_example_workflow_is_valid(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("name: chores")]
+    for script in ("check_disk.py", "alert.py", "prune.py"):
+        (tmp_path / script).write_text("print(1)\n")
+    (tmp_path / "docs").mkdir()
+    workflow = load_workflow(write(tmp_path, example), build_scope(registry, []), {"limit": "90"})
+    assert workflow.plan.plan.task("alert").condition == "check.percent > 90 and not check.read_only"
+    assert workflow.plan.plan.task("check").script.args == ["--mount", "/srv"]
