@@ -24,6 +24,7 @@ from pydantic import Field
 
 from foreman.engine.executor import ApprovalAnswer
 from foreman.engine.plan import SubTask
+from foreman.inbox import PAUSE_PREFIX
 from foreman.notifications import RunEvent, notify, run_url
 from foreman.settings import get_settings
 from foreman.tools.audit import AuditLog, Decision, current_context
@@ -65,7 +66,7 @@ def _who(sub: SubTask) -> str:
 
 def pause_key(step_id: str) -> str:
     """Prefect run-input keys allow only lowercase letters, digits and dashes; step ids may have '_'."""
-    return "approve-" + step_id.replace("_", "-")
+    return PAUSE_PREFIX + step_id.replace("_", "-")
 
 
 def _resume_after_timeout() -> None:

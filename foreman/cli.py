@@ -229,6 +229,67 @@ def tools() -> None:
     console.print(f"code sandbox: {code.isolation_report()}")
 
 
+def _no_server_hint() -> str:
+    return ("Is PREFECT_API_URL set to the server the runs use (e.g. http://homelab:4200/api)? "
+            "Without it there is only this process's temporary server, with nothing waiting.")
+
+
+def _require_server() -> None:
+    """Approvals live on the server the runs use; a temporary one would show nothing."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        _fail(f"no Prefect server configured. {_no_server_hint()}")
+
+
+@app.command()
+def approvals() -> None:
+    """Runs waiting for a person at an approval point, with what each step will do."""
+    from rich.markdown import Markdown
+
+    from foreman.inbox import waiting_approvals
+
+    _require_server()
+    try:
+        waiting = waiting_approvals()
+    except Exception as exc:  # noqa: BLE001  (no server: say what to do)
+        _fail(f"could not read the runs: {exc}\n{_no_server_hint()}")
+    if not waiting:
+        console.print("nothing waits for an approval")
+        return
+    for w in waiting:
+        until = f", default applies at {w.timeout_at:%Y-%m-%d %H:%M} UTC" if w.timeout_at else ""
+        console.rule(f"{w.flow} / {w.run_name}: step {w.step}")
+        console.print(f"run id {w.run_id}, waiting since {w.since:%Y-%m-%d %H:%M} UTC{until}", highlight=False)
+        console.print(Markdown(w.request or f"Approve step {w.step}?"))
+    console.print("\nanswer with: foreman approve RUN_ID [--reject] [--comment TEXT] [--value TEXT]")
+
+
+@app.command()
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The paused run's id (from `foreman approvals`).")],
+    reject: Annotated[bool, typer.Option("--reject", help="Say no: the step's on_reject rule applies.")] = False,
+    comment: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "",
+    value: Annotated[str, typer.Option(help="The answer, when the step asks a question.")] = "",
+    by: Annotated[str | None, typer.Option(help="Your name for the audit log (default: your login).")] = None,
+) -> None:
+    """Approve (or --reject) the step a paused run waits at, as the Resume form in the UI does."""
+    import getpass
+
+    from foreman.inbox import NotWaiting, answer_approval
+
+    _require_server()
+    try:
+        waiting = answer_approval(run_id, approve=not reject, comment=comment, value=value,
+                                  decided_by=by or getpass.getuser())
+    except NotWaiting as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001
+        _fail(f"could not answer: {exc}\n{_no_server_hint()}")
+    console.print(f"[green]{'rejected' if reject else 'approved'}[/green] step {waiting.step} of "
+                  f"{waiting.flow} / {waiting.run_name}; the run goes on (audit: foreman audit {run_id})")
+
+
 @app.command()
 def decisions() -> None:
     """Every human decision at an approval point, across runs."""

@@ -87,3 +87,32 @@ def test_decisions_are_listed_per_run_and_across_runs(foreman_home) -> None:
     assert one.exit_code == 0 and "approved" in one.output and "sam" in one.output
     every = runner.invoke(app, ["decisions"], terminal_width=200)
     assert "calm-otter" in every.output and "delete" in every.output
+
+
+def test_a_person_on_a_terminal_lists_what_waits_and_answers_it(workspace: Path, paused_run) -> None:
+    from typer.testing import CliRunner
+
+    from foreman.cli import app
+
+    runner = CliRunner()
+    thread, box = run_in_background(workspace=str(workspace))
+    run_id = paused_run()
+
+    listed = runner.invoke(app, ["approvals"], terminal_width=200)
+    assert listed.exit_code == 0, listed.output
+    assert run_id in listed.output and "step delete" in listed.output
+    assert "Delete old logs." in listed.output and "found 3 old logs" in listed.output  # the form's context
+
+    unknown = runner.invoke(app, ["approve", "not-a-run"], terminal_width=200)
+    assert unknown.exit_code == 1 and "no flow run 'not-a-run'" in unknown.output
+    answered = runner.invoke(app, ["approve", run_id, "--reject", "--comment", "keep them", "--by", "kim"],
+                             terminal_width=200)
+    assert answered.exit_code == 0, answered.output
+    assert "rejected step delete" in answered.output
+    thread.join(timeout=120)
+
+    assert box["state"].result().statuses["delete"] == "SKIPPED"
+    [decision] = audit_log().decisions(run_id)
+    assert (decision.decision, decision.decided_by, decision.comment) == ("rejected", "kim", "keep them")
+    again = runner.invoke(app, ["approve", run_id], terminal_width=200)
+    assert again.exit_code == 1 and "is COMPLETED, not waiting for an approval" in " ".join(again.output.split())

@@ -151,3 +151,12 @@ def test_run_plans_runs_and_prints_the_answer(foreman_home, workspace: Path) -> 
     assert out.exit_code == 0, out.output
     assert "COMPLETED" in out.output and "answer: Five files." in out.output
     assert "foreman audit" in out.output and "--resume" in out.output
+
+
+def test_approvals_without_a_server_say_which_setting_points_at_it() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        for args in (["approvals"], ["approve", "0b6a3c1e-0000-4000-8000-000000000000"]):
+            out = runner.invoke(app, args, terminal_width=200)
+            assert out.exit_code == 1 and "PREFECT_API_URL" in out.output, out.output

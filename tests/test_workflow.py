@@ -255,7 +255,7 @@ def test_the_readme_example_workflow_is_valid(tmp_path: Path) -> None:
     import re
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("name: chores")]
+    [example] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if b.startswith("name: chores")]
     for script in ("check_disk.py", "alert.py", "prune.py"):
         (tmp_path / script).write_text("print(1)\n")
     (tmp_path / "docs").mkdir()
