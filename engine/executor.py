@@ -172,7 +172,6 @@ def run_subtask(runner: NodeRunner, sub: SubTask, inputs: dict[str, Any], max_ll
     return NodeResult(value=value, agent=agent)
 
 
-
 def upstream_results(sub: SubTask, report: RunReport) -> dict[str, Any]:
     """Results of every step `sub` depends on, directly or not, in plan order: what a person
     deciding on `sub` should see (the step itself only receives its direct dependencies)."""
@@ -185,6 +184,7 @@ def upstream_results(sub: SubTask, report: RunReport) -> dict[str, Any]:
             todo.extend(report.plan.task(step_id).depends_on)
     return {t.id: report.outcomes[t.id].result for t in report.plan.tasks
             if t.id in ancestors and report.outcomes[t.id].status == NodeStatus.COMPLETED}
+
 
 class Engine:
     """Runs plans. One engine per flow run; `run` is called from the flow-run's thread."""

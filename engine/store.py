@@ -42,7 +42,10 @@ CREATE INDEX IF NOT EXISTS node_outcomes_agent ON node_outcomes (agent, at);
 """
 
 WORD = re.compile(r"[a-z0-9]+")
-STOP_WORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it", "of", "on", "or", "the", "to", "with"])
+STOP_WORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from",
+    "in", "into", "is", "it", "of", "on", "or", "the", "to", "with",
+})
 
 
 class AgentStats(BaseModel):

@@ -7,6 +7,7 @@ context the form shows, and answer. It talks to whatever server PREFECT_API_URL 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -48,9 +49,10 @@ def _waiting(client: Any, flow_run: Any) -> WaitingApproval | None:
     step = _step_from_key(state.state_details.pause_key if state else None)
     if state is None or not state.is_paused() or step is None:
         return None
-    key = f"{(state.name or 'paused').lower()}-{state.state_details.pause_key}-description"
+    from prefect.input.run_input import keyset_from_paused_state
+
     try:
-        request = client.read_flow_run_input(flow_run.id, key)
+        request = client.read_flow_run_input(flow_run.id, keyset_from_paused_state(state)["description"])
     except Exception:  # noqa: BLE001  (an old pause without a description still shows)
         request = ""
     flow = client.read_flow(flow_run.flow_id).name
@@ -61,8 +63,6 @@ def _waiting(client: Any, flow_run: Any) -> WaitingApproval | None:
 
 def _unquote(value: str) -> str:
     """Run inputs are stored as JSON; the description is a JSON string."""
-    import json
-
     try:
         decoded = json.loads(value)
     except (TypeError, ValueError):
