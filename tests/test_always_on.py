@@ -200,6 +200,8 @@ def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack,
     assert {"approve", "comment", "decided_by", "value"} <= set(form["paused-approve-d-rotate-schema"]["properties"])
     description = form["paused-approve-d-rotate-description"]
     assert "d_rotate.py" in description and '"over_limit": false' in description
+    waiting = stack.cli("approvals", tool="foreman")  # the same, for a person on a terminal
+    assert run_id in waiting and "step d_rotate" in waiting, waiting
     resumed = stack.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": {
         "approve": True, "comment": "rotate tonight", "decided_by": "sam"}})
     assert resumed.is_success and resumed.json().get("status") == "ACCEPT", \
