@@ -26,6 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from foreman.errors import ForcingError
+
 # Caps added to schemas that set none. Generous enough for real answers, small
 # enough that a looping model stops within a few hundred tokens.
 DEFAULT_MAX_ITEMS = 10
@@ -35,8 +37,6 @@ DEFAULT_MAX_STRING_LENGTH = 1000
 _BOUNDED_STRING_KEYS = ("enum", "const", "maxLength", "pattern", "format")
 
 
-class ForcingError(ValueError):
-    """The tools cannot be turned into a forced schema (empty list, malformed tool dict)."""
 
 
 class ToolCallParse(BaseModel):

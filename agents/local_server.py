@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel
 
+from foreman.errors import LocalModelError
 from foreman.settings import Settings, get_settings
 
 log = logging.getLogger("foreman.local_model")
@@ -60,8 +61,6 @@ N_UBATCH = 512
 N_PARALLEL = 1
 
 
-class LocalModelError(RuntimeError):
-    """The embedded model could not be found, started, reached or stopped."""
 
 
 class ServerConfig(BaseModel):

@@ -16,6 +16,7 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
+from foreman.errors import ModelConfigError
 from foreman.settings import Settings
 
 Provider = Literal["local", "openai", "anthropic", "ollama", "openai-compatible"]
@@ -46,8 +47,6 @@ def uses_embedded_model(settings: Settings) -> bool:
     return _override is None and parse_model(settings.model).provider == "local"
 
 
-class ModelConfigError(ValueError):
-    """The model setting cannot work as given. The message says what to set."""
 
 
 class ModelSettings(BaseModel):

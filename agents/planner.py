@@ -22,6 +22,7 @@ from foreman.engine.executor import ReplanRequest
 from foreman.engine.plan import ID_PATTERN, Plan, ResultKind, SubTask
 from foreman.engine.store import PastRun
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
+from foreman.errors import PlanningFailed
 from foreman.taskrun import run_task
 from foreman.tools.audit import AuditLog
 from foreman.tools.catalog import CATALOG
@@ -37,15 +38,6 @@ You are a planner. Break the objective into a small graph of sub-tasks that agen
 """
 
 
-class PlanningFailed(RuntimeError):
-    """The planner did not produce a valid plan within its repair budget. Nothing ran."""
-
-    def __init__(self, errors: list[str], attempts: int) -> None:
-        self.errors = errors
-        self.attempts = attempts
-        super().__init__(
-            f"no valid plan after {attempts} attempt(s); last errors:\n" + "\n".join(f"- {e}" for e in errors)
-        )
 
 
 class PlanAttempt(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from foreman import compat  # noqa: F401  (ControlFlow fixes before any task is built)
 from foreman.agents.models import ModelSettings, build_chat_model
+from foreman.errors import UnknownAgentError
 from foreman.settings import Settings, get_settings
 from foreman.tools.catalog import ToolEnv, build_tools, get_spec
 
@@ -31,13 +32,6 @@ class AgentSpec(BaseModel):
     model: ModelSettings = Field(default_factory=ModelSettings)
 
 
-class UnknownAgentError(KeyError):
-    def __init__(self, name: str, known: Iterable[str]) -> None:
-        self.name = name
-        super().__init__(f"unknown agent {name!r}; known agents: {', '.join(sorted(known))}")
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 DEFAULT_AGENTS = [

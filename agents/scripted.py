@@ -25,6 +25,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from foreman.errors import ScriptExhausted
+
 SUCCEED = "$succeed"
 FAIL = "$fail"
 
@@ -85,8 +87,6 @@ def fail(reason: str = "scripted failure") -> ScriptedReply:
     return call(FAIL, reason=reason)
 
 
-class ScriptExhausted(RuntimeError):
-    """The test's script ran out of replies: the agent took more turns than the test expected."""
 
 
 class ScriptedChatModel(BaseChatModel):

@@ -20,6 +20,8 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from foreman.errors import ConditionError
+
 MAX_LENGTH = 500
 MAX_DEPTH = 20
 CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
@@ -47,8 +49,6 @@ ARITH: dict[type, Callable[[Any, Any], Any]] = {
 }
 
 
-class ConditionError(ValueError):
-    """The condition is not in the expression language, or cannot be evaluated."""
 
 
 class Condition:

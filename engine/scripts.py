@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from foreman.engine.plan import ScriptStep
+from foreman.errors import ScriptFailed
 
 TAIL_CHARS = 2_000
 logger = logging.getLogger("foreman.scripts")
 
 
-class ScriptFailed(RuntimeError):
-    """The script exited non-zero or ran past its timeout. The message carries its output tail."""
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from foreman.engine.conditions import ConditionError, parse_condition
 from foreman.engine.plan import Plan, ResultKind, SubTask
+from foreman.errors import PlanInvalid
 
 
 class AgentInfo(BaseModel):
@@ -45,12 +46,6 @@ class PlanError(BaseModel):
         return f"{where}: {self.message}" if where else self.message
 
 
-class PlanInvalid(ValueError):
-    """The plan cannot run. `errors` lists every problem found, not just the first."""
-
-    def __init__(self, errors: list[PlanError]) -> None:
-        self.errors = errors
-        super().__init__("invalid plan:\n" + "\n".join(f"- {e}" for e in errors))
 
 
 class ValidPlan(BaseModel):

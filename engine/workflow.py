@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from foreman.engine.params import Param, declare, resolve, substitute
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
+from foreman.errors import WorkflowError
 
 
 class Schedule(BaseModel):
@@ -96,13 +97,6 @@ class Workflow(BaseModel):
         return sorted({t for sub in self.plan.plan.tasks for t in sub.tools})
 
 
-class WorkflowError(ValueError):
-    """The workflow file cannot run. Each line names the file, the step and the field."""
-
-    def __init__(self, path: Path, errors: list[str]) -> None:
-        self.path = path
-        self.errors = errors
-        super().__init__(f"{path}: invalid workflow\n" + "\n".join(f"- {path.name}: {e}" for e in errors))
 
 
 def _pydantic_errors(prefix: str, exc: ValidationError) -> list[str]:

@@ -33,6 +33,7 @@ from foreman.engine.explain import ArtifactObserver
 from foreman.engine.plan import Plan
 from foreman.engine.store import RunStore, run_store
 from foreman.engine.validate import PlanScope, ValidPlan, validate_plan
+from foreman.errors import RunFailed
 from foreman.flows.approval import PrefectApprover, TerminalApprover
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
@@ -62,15 +63,6 @@ class PlanRunResult(BaseModel):
     duration_s: float = 0.0
 
 
-class RunFailed(RuntimeError):
-    """The run ended FAILED. `result` keeps everything it did: finished results, statuses, plan."""
-
-    def __init__(self, result: PlanRunResult) -> None:
-        self.result = result
-        super().__init__(result.answer if result.answer else f"run {result.run_key} failed")
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickles with its result (Prefect stores state data)
-        return (RunFailed, (self.result,))
 
 
 def finish(result: PlanRunResult) -> PlanRunResult | State:

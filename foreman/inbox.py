@@ -14,6 +14,8 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from foreman.errors import NotWaiting
+
 PAUSE_PREFIX = "approve-"
 
 
@@ -34,8 +36,6 @@ class WaitingApproval(BaseModel):
                     f"Approve step {self.step}?")
 
 
-class NotWaiting(RuntimeError):
-    """The run is not paused at an approval point (finished, running, or an unknown id)."""
 
 
 def _step_from_key(pause_key: str | None) -> str | None:

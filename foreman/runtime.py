@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from foreman.errors import OfflineSetupError
+
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
 
 # Defaults only: anything the user already set wins.
@@ -29,8 +31,6 @@ PREFECT_DEFAULTS = {
 }
 
 
-class OfflineSetupError(RuntimeError):
-    """The offline tokenizer data could not be found or copied."""
 
 
 def _bundled_cl100k() -> Path:

@@ -17,20 +17,13 @@ from controlflow.events.history import InMemoryHistory
 from controlflow.orchestration.handler import Handler
 
 from foreman import compat  # noqa: F401
+from foreman.errors import TaskNotCompleted
 from foreman.tools.audit import AuditLog
 from foreman.tools.scope import AuditHandler
 
 logger = logging.getLogger("foreman.run")
 
 
-class TaskNotCompleted(RuntimeError):
-    """The agent did not complete the task: it failed it, or ran out of model calls."""
-
-    def __init__(self, task: cf.Task, reason: str) -> None:
-        self.task_name = task.friendly_name()
-        self.status = task.status.value
-        self.reason = reason
-        super().__init__(f"{self.task_name} ended {self.status}: {reason}")
 
 
 def private_flow(name: str | None = None, tools: list | None = None, **kwargs: Any) -> cf.Flow:
@@ -107,8 +100,9 @@ def run_task(
     if task.is_failed():
         reason = str(task.result or "the agent marked it failed")
         # ControlFlow's own wording when Task.max_llm_calls ends it
-        raise TaskNotCompleted(task, out_of_calls if "Max LLM calls reached" in reason else reason)
-    raise TaskNotCompleted(task, out_of_calls)
+        raise TaskNotCompleted(task.friendly_name(), task.status.value,
+                               out_of_calls if "Max LLM calls reached" in reason else reason)
+    raise TaskNotCompleted(task.friendly_name(), task.status.value, out_of_calls)
 
 
 def run_step(

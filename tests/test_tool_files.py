@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from foreman.errors import ToolRefused
 from foreman.tools import files
-from foreman.tools.errors import ToolRefused
 from foreman.tools.files import Workspace
 
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from foreman.tools.errors import ToolRefused
+from foreman.errors import ToolRefused
 from foreman.tools.http import FetchError, HttpPolicy, fetch_url, host_allowed
 
 

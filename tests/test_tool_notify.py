@@ -7,7 +7,7 @@ from uuid import UUID
 
 import pytest
 
-from foreman.tools.errors import ToolRefused
+from foreman.errors import ToolRefused
 from foreman.tools.notify import ARTIFACT_KEY, notify_user
 
 

@@ -18,10 +18,10 @@ from typing import Any, Literal
 from controlflow.tools.tools import Tool
 from pydantic import BaseModel, ConfigDict
 
+from foreman.errors import ToolRefused, UnknownToolError
 from foreman.settings import Settings, get_settings
 from foreman.tools import code, files, http, notify
 from foreman.tools.audit import AuditLog, AuditRecord, Stopwatch, audit_log, current_context
-from foreman.tools.errors import ToolRefused
 
 Capability = Literal["read_files", "write_files", "network", "run_code", "notify"]
 ENUM_LIMIT = 200
@@ -78,13 +78,6 @@ class ToolSpec(BaseModel):
     make: Callable[[ToolEnv], Callable[..., Any]]
 
 
-class UnknownToolError(KeyError):
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(f"unknown tool {name!r}; known tools: {', '.join(sorted(CATALOG))}")
-
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 # --- the tools, bound to a run's env -------------------------------------------------
@@ -173,7 +166,7 @@ def get_spec(name: str) -> ToolSpec:
     try:
         return CATALOG[name]
     except KeyError:
-        raise UnknownToolError(name) from None
+        raise UnknownToolError(name, CATALOG) from None
 
 
 def _constrain(name: str, parameters: dict, env: ToolEnv) -> dict:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, field_validator
 
-from foreman.tools.errors import ToolRefused
+from foreman.errors import ToolRefused
 
 # Defaults that are not (yet) settings.
 FILE_MAX_WRITE_BYTES = 1_000_000

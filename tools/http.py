@@ -22,14 +22,15 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
-from foreman.tools.errors import ToolRefused
+from foreman.errors import (
+    FetchError,
+    ToolRefused,
+)
 
 ALLOWED_SCHEMES = ("http", "https")
 USER_AGENT = "Foreman/0.1 (fetch_url tool)"
 
 
-class FetchError(Exception):
-    """The fetch was allowed but failed on the network or at the server."""
 
 
 class HttpPolicy(BaseModel):

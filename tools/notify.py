@@ -15,7 +15,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from foreman.tools.errors import ToolRefused
+from foreman.errors import ToolRefused
 
 log = logging.getLogger(__name__)
 

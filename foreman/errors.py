@@ -1,0 +1,240 @@
+"""Every error Foreman raises, in one tree, so callers catch by meaning rather than by module.
+
+    ForemanError                      anything Foreman itself refuses or reports
+    ├── ConfigurationError            the setup is wrong: fix a setting, a name, a file; never retried
+    │   ├── UnknownAgentError         an agent name the registry does not know
+    │   ├── UnknownToolError          a tool name the catalogue does not know
+    │   ├── ModelConfigError          FOREMAN_MODEL and its keys / URLs
+    │   ├── OfflineSetupError         the offline data the stack needs is missing
+    │   ├── PolicyError               a run asks for more than the person running it allowed
+    │   └── StateFileError            a Foreman database (runs, audit) is damaged or unreadable
+    ├── PlanError                     a plan or workflow file cannot run; nothing ran; never retried
+    │   ├── PlanInvalid               validation errors, every one listed
+    │   ├── WorkflowError             a workflow file's errors, each naming file, step and field
+    │   ├── ConditionError            a condition that cannot be parsed or evaluated
+    │   └── PlanningFailed            the planner could not write a valid plan
+    ├── RunError                      something went wrong while running; finished results are kept
+    │   ├── RunFailed                 a run ended FAILED (`.result` keeps what finished)
+    │   ├── TaskNotCompleted          an agent did not complete its task
+    │   ├── ScriptFailed              a script step exited non-zero or timed out
+    │   ├── NotWaiting                an approval answer for a run that is not waiting
+    │   └── UnknownRunKey             `--resume KEY` names no run this store knows
+    ├── ToolError                     a tool call went wrong; the agent sees the message
+    │   ├── ToolRefused               a guard said no before anything was touched
+    │   └── FetchError                the page could not be fetched
+    └── ModelError                    the model layer failed (server, forced output, scripted model)
+        ├── LocalModelError           the embedded llama.cpp server
+        ├── ForcingError              a forced tool call could not be parsed
+        └── ScriptExhausted           the scripted test model ran out of replies
+
+The CLI maps the four top branches to exit codes (`exit_code`) and one-line messages;
+Prefect's task retries skip `ConfigurationError` and `PlanError` (`is_retryable`),
+because retrying a misspelt agent name only wastes the wait between attempts.
+
+Every class pickles with its fields (Prefect stores a failed state's exception), which a
+custom `__init__` would otherwise break.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+class ForemanError(Exception):
+    """The root: `except ForemanError` catches everything Foreman raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else type(self).__name__
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+class ConfigurationError(ForemanError):
+    """The setup is wrong; the message says which setting, name or file to fix."""
+
+
+class UnknownAgentError(ConfigurationError, KeyError):
+    def __init__(self, name: str, known: Any) -> None:
+        self.name = name
+        super().__init__(f"unknown agent {name!r}; known agents: {', '.join(sorted(known))}")
+
+
+class UnknownToolError(ConfigurationError, KeyError):
+    def __init__(self, name: str, known: Any) -> None:
+        self.name = name
+        super().__init__(f"unknown tool {name!r}; known tools: {', '.join(sorted(known))}")
+
+
+class ModelConfigError(ConfigurationError, ValueError):
+    """FOREMAN_MODEL (or its key, URL, model file) cannot be used as given."""
+
+
+class OfflineSetupError(ConfigurationError):
+    """The offline data the stack needs (tokenizer file, model file) could not be found or copied."""
+
+
+class PolicyError(ConfigurationError, ValueError):
+    """A plan, workflow or call asks for a tool or permission the person running it did not allow."""
+
+
+class StateFileError(ConfigurationError):
+    """A Foreman database could not be opened; names the file and what to do."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(
+            f"{self.path}: {problem}. Move it aside (e.g. `mv {self.path} {self.path}.damaged`) "
+            "and Foreman starts a new one; the old file is kept for you to inspect."
+        )
+
+
+# --- plans -------------------------------------------------------------------------
+
+
+class PlanError(ForemanError, ValueError):
+    """A plan, workflow file or condition cannot run; nothing ran."""
+
+
+class PlanInvalid(PlanError):
+    """The plan cannot run. `errors` lists every problem found, not just the first."""
+
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors
+        super().__init__("invalid plan:\n" + "\n".join(f"- {e}" for e in errors))
+
+
+class WorkflowError(PlanError):
+    """The workflow file cannot run. Each line names the file, the step and the field."""
+
+    def __init__(self, path: Path, errors: list[str]) -> None:
+        self.path = path
+        self.errors = errors
+        super().__init__(f"{path}: invalid workflow\n" + "\n".join(f"- {path.name}: {e}" for e in errors))
+
+
+class ConditionError(PlanError):
+    """A condition that is not in the condition language, or cannot be evaluated on the results."""
+
+
+class PlanningFailed(PlanError):
+    """The planner did not produce a valid plan within its repair budget. Nothing ran."""
+
+    def __init__(self, errors: list[str], attempts: int) -> None:
+        self.errors = errors
+        self.attempts = attempts
+        super().__init__(
+            f"no valid plan after {attempts} attempt(s); last errors:\n" + "\n".join(f"- {e}" for e in errors)
+        )
+
+
+# --- runs --------------------------------------------------------------------------
+
+
+class RunError(ForemanError):
+    """Something failed while running; every finished result is kept."""
+
+
+class RunFailed(RunError):
+    """The run ended FAILED. `result` keeps everything it did: finished results, statuses, plan."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        answer = getattr(result, "answer", None)
+        super().__init__(answer or f"run {getattr(result, 'run_key', '?')} failed")
+
+
+class TaskNotCompleted(RunError):
+    """The agent did not complete the task: it failed it, or ran out of model calls."""
+
+    def __init__(self, task_name: str, status: str, reason: str) -> None:
+        self.task_name = task_name
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{task_name} ended {status}: {reason}")
+
+
+class ScriptFailed(RunError):
+    """A script step exited non-zero, timed out, or could not start."""
+
+
+class NotWaiting(RunError):
+    """An approval answer for a run that is not (or no longer) waiting at an approval point."""
+
+
+class UnknownRunKey(RunError, ValueError):
+    """`resume` names a run key the run store has never seen."""
+
+
+# --- tools -------------------------------------------------------------------------
+
+
+class ToolError(ForemanError):
+    """A tool call went wrong; the agent sees the message and may try something else."""
+
+
+class ToolRefused(ToolError):
+    """A guard refused the call before it did anything. The message says what is allowed."""
+
+    def __init__(self, tool: str, reason: str) -> None:
+        self.tool = tool
+        self.reason = reason
+        super().__init__(f"{tool} refused: {reason}")
+
+
+class FetchError(ToolError):
+    """The page could not be fetched (network, status, size, time)."""
+
+
+# --- models ------------------------------------------------------------------------
+
+
+class ModelError(ForemanError):
+    """The model layer failed: the embedded server, forced output, or the scripted test model."""
+
+
+class LocalModelError(ModelError):
+    """The embedded llama.cpp server could not start or answer."""
+
+
+class ForcingError(ModelError, ValueError):
+    """A forced tool call could not be parsed from the model's output."""
+
+
+class ScriptExhausted(ModelError):
+    """The scripted test model has no reply left for this turn."""
+
+
+# --- what callers do with them -----------------------------------------------------
+
+EXIT_CODES: dict[type[ForemanError], int] = {
+    ConfigurationError: 2,
+    PlanError: 3,
+    ToolError: 4,
+    ModelError: 5,
+    RunError: 1,
+}
+
+
+def exit_code(error: ForemanError) -> int:
+    """The CLI's exit code for `error`: 2 setup, 3 plan, 4 tool, 5 model, 1 run (and anything else)."""
+    for cls, code in EXIT_CODES.items():
+        if isinstance(error, cls):
+            return code
+    return 1
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether retrying could help. Setup and plan errors fail the same way every time."""
+    return not isinstance(error, (ConfigurationError, PlanError))
