@@ -71,6 +71,7 @@ def run_engine(plan: Plan, latency: float, concurrency: int) -> dict[str, float]
     from foreman.agents.models import use_model
     from foreman.agents.registry import registry
     from foreman.agents.scripted import ScriptedChatModel, succeed
+    from foreman.engine.policy import RunPolicy
     from foreman.engine.cf_runner import ControlFlowRunner, build_scope
     from foreman.engine.executor import Budgets, Engine, NodeStatus
     from foreman.engine.store import run_store
@@ -80,9 +81,10 @@ def run_engine(plan: Plan, latency: float, concurrency: int) -> dict[str, float]
 
     settings = get_settings()
     env = ToolEnv.from_settings(settings)
-    scope = build_scope(registry, ["notify_user"], max_nodes=200, max_depth=200)
+    policy = RunPolicy.build(allowed_tools=["notify_user"], workspace=env.workspace.root)
+    scope = build_scope(registry, policy, max_nodes=200, max_depth=200)
     model = ScriptedChatModel(responder=lambda turn: succeed("ok"), latency_s=latency)
-    runner = ControlFlowRunner(env, registry, settings)
+    runner = ControlFlowRunner(env, registry, settings, policy=policy)
     engine = Engine(runner, scope, run_store(), Budgets(max_llm_calls=10_000, max_concurrency=concurrency))
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))

@@ -46,14 +46,17 @@ def main() -> None:
 
     from foreman.agents.models import describe_model
     from foreman.agents.planner import PlanningFailed
-    from foreman.flows.planner import make_planner, planning_scope
+    from foreman.engine.cf_runner import build_scope
+    from foreman.engine.policy import RunPolicy
+    from foreman.agents.registry import registry
+    from foreman.flows.planner import make_planner
     from foreman.settings import get_settings
     from foreman.tools.catalog import ToolEnv
 
     settings = get_settings()
     print(describe_model(settings).splitlines()[0])
     env = ToolEnv.from_settings(settings)
-    scope = planning_scope(None, allow_write=False, allow_code=False)
+    scope = build_scope(registry, RunPolicy.build(settings=settings))
     rows = []
     for objective in OBJECTIVES[: args.limit]:
         planner = make_planner(scope, settings, env)  # the same planner `foreman run` uses

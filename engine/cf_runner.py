@@ -24,10 +24,14 @@ from pydantic import BaseModel
 from foreman.agents.models import build_chat_model
 from foreman.agents.registry import AgentRegistry
 from foreman.agents.schemas import BUILTIN_SCHEMAS
+from foreman.engine.eligibility import agent_table, eligible_agents, why_nobody
 from foreman.engine.executor import Usage
 from foreman.engine.plan import ResultKind, SubTask
+from foreman.engine.policy import RunPolicy
 from foreman.engine.scripts import run_script
 from foreman.engine.store import AgentStats
+from foreman.engine.validate import PlanScope
+from foreman.errors import PolicyError
 from foreman.settings import Settings
 from foreman.taskrun import private_flow, run_task
 from foreman.tools.catalog import ToolEnv, build_tools
@@ -45,10 +49,6 @@ SCHEMAS: dict[str, type[BaseModel]] = dict(BUILTIN_SCHEMAS)
 def register_schema(name: str, model: type[BaseModel]) -> None:
     """Let plans name `model` as a sub-task's result type."""
     SCHEMAS[name] = model
-
-
-class NoAgentAvailable(RuntimeError):
-    pass
 
 
 class UsageCounter(Handler):
@@ -74,7 +74,7 @@ class ControlFlowRunner:
         agents: AgentRegistry,
         settings: Settings,
         *,
-        flow_tools: list[str] | None = None,
+        policy: RunPolicy,
         stats: dict[str, AgentStats] | None = None,
         breaker_failures: int = 3,
         breaker_cooldown_s: float = 600.0,
@@ -83,7 +83,8 @@ class ControlFlowRunner:
         self.env = env
         self.agents = agents
         self.settings = settings
-        self.flow_tool_names = list(flow_tools or [])
+        self.policy = policy
+        self.table = agent_table(agents.specs())
         self.stats = stats or {}
         self.breaker_failures = breaker_failures
         self.breaker_cooldown_s = breaker_cooldown_s
@@ -103,10 +104,7 @@ class ControlFlowRunner:
 
     def candidates(self, sub: SubTask) -> list[str]:
         """Agents that may do `sub`, best first."""
-        if sub.agent:
-            return [sub.agent]
-        able = [s.name for s in self.agents.with_capability(sub.capability or "")
-                if set(sub.tools) <= set(s.tools)]
+        able = eligible_agents(sub, self.table)
 
         def rank(name: str) -> tuple[float, float]:
             s = self.stats.get(name)
@@ -114,12 +112,13 @@ class ControlFlowRunner:
 
         return sorted(able, key=rank)
 
-    def choose_agent(self, sub: SubTask, tried: list[str]) -> str:
+    def choose_agent(self, sub: SubTask, tried: list[str]) -> str | None:
+        """The agent for this attempt; None for a script step, which no agent runs."""
         if sub.script is not None:
-            return "script"
+            return None
         ranked = self.candidates(sub)
-        if not ranked:
-            raise NoAgentAvailable(f"no agent has capability {sub.capability!r} and the tools {sub.tools}")
+        if not ranked:  # validation refuses such a step; reaching here means the plan skipped it
+            raise PolicyError(f"{sub.id}: " + why_nobody(sub, self.table)[1])
         awake = [a for a in ranked if not self.resting(a)] or ranked
         fresh = [a for a in awake if a not in tried]
         return (fresh or awake)[0]
@@ -136,9 +135,10 @@ class ControlFlowRunner:
         kind = sub.result.value if isinstance(sub.result, ResultKind) else sub.result
         return RESULT_TYPES.get(kind) or SCHEMAS[kind]
 
-    def run(self, sub: SubTask, inputs: dict[str, Any], agent: str, max_llm_calls: int, usage: Usage) -> Any:
-        if sub.script is not None:
+    def run(self, sub: SubTask, inputs: dict[str, Any], agent: str | None, max_llm_calls: int, usage: Usage) -> Any:
+        if sub.script is not None or agent is None:
             return run_script(sub.script, timeout_s=sub.timeout_s, base=self.script_base, inputs=inputs)
+        self.policy.require(sub.tools, f"step {sub.id}")
         spec = self.agents.get(agent)
         cf_agent = cf.Agent(
             name=spec.name, description=spec.description, instructions=spec.instructions,
@@ -152,34 +152,13 @@ class ControlFlowRunner:
             agents=[cf_agent],
             tools=build_tools(sub.tools, self.env),
         )
-        flow = private_flow(name=sub.id, tools=build_tools(self.flow_tool_names, self.env))
+        flow = private_flow(name=sub.id, tools=build_tools(list(self.policy.flow_tools), self.env))
         value = run_task(task, audit=self.env.audit, max_llm_calls=max_llm_calls, flow=flow,
                          extra_handlers=[UsageCounter(usage)])
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
-def build_scope(agents: AgentRegistry, allowed_tools: list[str], *, max_nodes: int = 25, max_depth: int = 10,
-                approval_tools: list[str] | None = None):
-    """What plans of this run may use: the registry's agents, the catalogue, the flow's allowance.
-
-    `approval_tools` defaults to the FOREMAN_APPROVAL_TOOLS setting; a name that is not a
-    tool is an error, because a misspelt guard would silently guard nothing.
-    """
-    from foreman.engine.validate import AgentInfo, PlanScope
-    from foreman.settings import get_settings
-    from foreman.tools.catalog import CATALOG
-
-    guarded = get_settings().approval_tools if approval_tools is None else approval_tools
-    unknown = sorted(set(guarded) - set(CATALOG))
-    if unknown:
-        raise ValueError(f"FOREMAN_APPROVAL_TOOLS names unknown tool(s) {', '.join(unknown)}; "
-                         f"known tools: {', '.join(sorted(CATALOG))}")
-    return PlanScope(
-        agents={s.name: AgentInfo(capabilities=s.capabilities, tools=s.tools) for s in agents.specs()},
-        tools=list(CATALOG),
-        allowed_tools=list(allowed_tools),
-        schemas=list(SCHEMAS),
-        max_nodes=max_nodes,
-        max_depth=max_depth,
-        approval_tools=list(guarded),
-    )
+def build_scope(agents: AgentRegistry, policy: RunPolicy, *, max_nodes: int = 25, max_depth: int = 10) -> PlanScope:
+    """What plans of this run may use: the registry's agents, the run's policy, the result schemas."""
+    return PlanScope(agents=agent_table(agents.specs()), policy=policy, schemas=list(SCHEMAS),
+                     max_nodes=max_nodes, max_depth=max_depth)

@@ -9,10 +9,9 @@ run PENDING -> RUNNING (-> PAUSED while a person decides) -> COMPLETED | FAILED 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from enum import Enum
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prefect import task
@@ -20,116 +19,35 @@ from prefect.cache_policies import NONE as NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.futures import wait as wait_futures
 from prefect.tasks import exponential_backoff
-from pydantic import BaseModel, Field
 
 from foreman.engine.conditions import ConditionError, parse_condition
 from foreman.engine.plan import Plan, SubTask
+from foreman.engine.records import (
+    ApprovalAnswer,
+    Budgets,
+    NodeOutcome,
+    NodeResult,
+    NodeStatus,
+    ReplanRequest,
+    Revision,
+    RunReport,
+    RunStatus,
+    Usage,
+)
 from foreman.engine.store import RunStore
 from foreman.engine.validate import PlanError, PlanInvalid, PlanScope, ValidPlan, validate_plan
+from foreman.errors import is_retryable
 
 POLL_S = 0.02
-
-
-class NodeStatus(str, Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
-
-
-class RunStatus(str, Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    PAUSED = "PAUSED"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-class Budgets(BaseModel):
-    """Limits for one run. Hitting one stops scheduling cleanly and keeps every finished result."""
-
-    max_llm_calls: int = Field(default=200, ge=1)
-    max_tokens: int = Field(default=2_000_000, ge=1)
-    max_wall_s: float = Field(default=1800.0, gt=0)
-    max_replans: int = Field(default=2, ge=0)
-    max_concurrency: int = Field(default=8, ge=1, le=64)
-
-
-class NodeResult(BaseModel):
-    value: Any = None
-    agent: str
-
-
-class Usage(BaseModel):
-    llm_calls: int = 0
-    tokens: int = 0
-
-
-class NodeOutcome(BaseModel):
-    id: str
-    title: str
-    status: NodeStatus = NodeStatus.PENDING
-    agent: str | None = None
-    result: Any = None
-    error: str | None = None
-    reason: str | None = Field(default=None, description="Why it was skipped or reused.")
-    attempts: int = 0
-    agents_tried: list[str] = Field(default_factory=list)
-    llm_calls: int = 0
-    tokens: int = 0
-    started: float | None = None
-    finished: float | None = None
-    reused: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return (self.finished - self.started) if self.started and self.finished else 0.0
-
-
-class Revision(BaseModel):
-    after_failure_of: str
-    error: str
-    plan: Plan
-
-
-class RunReport(BaseModel):
-    run_key: str
-    objective: str
-    status: RunStatus
-    stopped_by: str | None = None
-    plan: Plan
-    outcomes: dict[str, NodeOutcome]
-    revisions: list[Revision] = Field(default_factory=list)
-    started: float
-    finished: float | None = None
-    usage: Usage = Field(default_factory=Usage)
-    answer: str | None = None
-
-    @property
-    def results(self) -> dict[str, Any]:
-        return {i: o.result for i, o in self.outcomes.items() if o.status == NodeStatus.COMPLETED}
-
-    @property
-    def reused(self) -> list[str]:
-        return [i for i, o in self.outcomes.items() if o.reused]
-
-
-class ReplanRequest(BaseModel):
-    objective: str
-    plan: Plan
-    finished: dict[str, Any]
-    failed: str
-    error: str
 
 
 class NodeRunner(Protocol):
     """Runs one sub-task with one agent. The engine knows nothing of models or ControlFlow."""
 
-    def choose_agent(self, sub: SubTask, tried: list[str]) -> str: ...
+    def choose_agent(self, sub: SubTask, tried: list[str]) -> str | None: ...
 
-    def run(self, sub: SubTask, inputs: dict[str, Any], agent: str, max_llm_calls: int, usage: Usage) -> Any: ...
+    def run(self, sub: SubTask, inputs: dict[str, Any], agent: str | None, max_llm_calls: int,
+            usage: Usage) -> Any: ...
 
 
 class Observer(Protocol):
@@ -149,27 +67,51 @@ class NullObserver:
 Replanner = Callable[[ReplanRequest], Plan]
 
 
-class ApprovalAnswer(BaseModel):
-    """What a person decided at an approval point (or the default, when nobody answered)."""
-
-    approved: bool
-    comment: str = ""
-    value: str = Field(default="", description="The typed answer to the step's `ask`, if any.")
-    decided_by: str | None = None
-    timed_out: bool = False
-
-
 Approver = Callable[[SubTask, dict[str, Any]], ApprovalAnswer]
 
 
-@task(cache_policy=NO_CACHE, persist_result=False)
-def run_subtask(runner: NodeRunner, sub: SubTask, inputs: dict[str, Any], max_llm_calls: int,
-                tried: list[str], usage: Usage) -> NodeResult:
-    """One attempt at one sub-task; Prefect retries it. A retry may go to another agent."""
-    agent = runner.choose_agent(sub, tried)
-    tried.append(agent)
-    value = runner.run(sub, inputs, agent, max_llm_calls, usage)
-    return NodeResult(value=value, agent=agent)
+@dataclass
+class Attempts:
+    """One node's attempts so far: who tried, what they used. Owned by the engine, filled by the
+    node's Prefect task (each retry appends), read when the node finishes, failed or not."""
+
+    tried: list[str | None] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+    @property
+    def agents(self) -> list[str]:
+        return [a for a in self.tried if a is not None]
+
+
+@dataclass
+class Running:
+    future: PrefectFuture
+    attempts: Attempts
+    reserved_calls: int
+
+
+def retry_unless_setup_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's `retry_condition_fn`: a configuration or plan error fails the same way every time."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001  (whatever failed the attempt decides)
+        return is_retryable(exc)
+    return True
+
+
+def subtask_task(runner: NodeRunner, ledger: dict[str, Attempts]) -> Any:
+    """The Prefect task that runs one attempt at one sub-task, bound to this engine's runner and
+    ledger by closure, so its arguments are plain data that nobody mutates."""
+
+    @task(name="run_subtask", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_unless_setup_error)
+    def run_subtask(sub: SubTask, inputs: dict[str, Any], max_llm_calls: int) -> NodeResult:
+        attempts = ledger[sub.id]
+        agent = runner.choose_agent(sub, attempts.agents)
+        attempts.tried.append(agent)
+        value = runner.run(sub, inputs, agent, max_llm_calls, attempts.usage)
+        return NodeResult(value=value, agent=agent)
+
+    return run_subtask
 
 
 def upstream_results(sub: SubTask, report: RunReport) -> dict[str, Any]:
@@ -206,7 +148,8 @@ class Engine:
         self.replanner = replanner
         self.approver = approver
         self.observer = observer or NullObserver()
-        self._lock = threading.Lock()
+        self._ledger: dict[str, Attempts] = {}
+        self._run_subtask = subtask_task(runner, self._ledger)
 
     # --- the loop -----------------------------------------------------------------
 
@@ -220,7 +163,7 @@ class Engine:
         self._reuse_finished(report)
         self.observer.on_plan(report)
 
-        running: dict[str, tuple[PrefectFuture, list[str], Usage, int]] = {}
+        running: dict[str, Running] = {}
         replans = 0
         while True:
             stop = report.stopped_by or self._budget_exceeded(report, running)
@@ -237,10 +180,10 @@ class Engine:
                 if report.stopped_by or not self._ready(report, running):
                     break
                 continue
-            done, _ = wait_futures([f for f, *_ in running.values()], timeout=POLL_S)
-            for node_id in [i for i, (f, *_) in running.items() if f in done]:
-                future, tried, usage, _reserved = running.pop(node_id)
-                failed_for_good = self._finish(node_id, future, tried, usage, report)
+            done, _ = wait_futures([r.future for r in running.values()], timeout=POLL_S)
+            for node_id in [i for i, r in running.items() if r.future in done]:
+                finished = running.pop(node_id)
+                failed_for_good = self._finish(node_id, finished, report)
                 if failed_for_good:
                     replans = self._on_failure(node_id, report, replans)
             if done:
@@ -297,8 +240,7 @@ class Engine:
             if answer is None:
                 return True
             inputs = {**inputs, "_approval": answer.model_dump(include={"approved", "value", "comment", "decided_by"})}
-        tried: list[str] = []
-        usage = Usage()
+        attempts = self._ledger[sub.id] = Attempts()
         reserved = min(sub.max_llm_calls, calls)
         options: dict[str, Any] = {
             "task_run_name": f"{sub.id}: {sub.title}"[:100],
@@ -307,9 +249,9 @@ class Engine:
         }
         if sub.retries:
             options["retry_delay_seconds"] = exponential_backoff(backoff_factor=sub.retry_backoff_s)(sub.retries) if sub.retry_backoff_s else 0
-        future = run_subtask.with_options(**options).submit(self.runner, sub, inputs, reserved, tried, usage)
+        future = self._run_subtask.with_options(**options).submit(sub, inputs, reserved)
         outcome.status, outcome.started = NodeStatus.RUNNING, time.time()
-        running[sub.id] = (future, tried, usage, reserved)
+        running[sub.id] = Running(future=future, attempts=attempts, reserved_calls=reserved)
         return True
 
     def _approve(self, sub: SubTask, inputs: dict[str, Any], report: RunReport) -> ApprovalAnswer | None:
@@ -347,10 +289,11 @@ class Engine:
                 self._stop_if_fail_fast(sub.id, why, report)
         return None
 
-    def _finish(self, node_id: str, future: PrefectFuture, tried: list[str], usage: Usage, report: RunReport) -> bool:
+    def _finish(self, node_id: str, finished: Running, report: RunReport) -> bool:
+        future, tried, usage = finished.future, finished.attempts.agents, finished.attempts.usage
         outcome = report.outcomes[node_id]
         outcome.finished = time.time()
-        outcome.attempts, outcome.agents_tried = len(tried), list(tried)
+        outcome.attempts, outcome.agents_tried = len(finished.attempts.tried), list(tried)
         outcome.llm_calls, outcome.tokens = usage.llm_calls, usage.tokens
         report.usage.llm_calls += usage.llm_calls
         report.usage.tokens += usage.tokens
@@ -427,7 +370,7 @@ class Engine:
                 outcome.status, outcome.reason = NodeStatus.SKIPPED, reason
 
     def _calls_available(self, report: RunReport, running: dict) -> int:
-        reserved = sum(r for *_, r in running.values())
+        reserved = sum(r.reserved_calls for r in running.values())
         return self.budgets.max_llm_calls - report.usage.llm_calls - reserved
 
     def _budget_exceeded(self, report: RunReport, running: dict) -> str | None:

@@ -115,6 +115,18 @@ class RunStore(SqliteStore):
             row = db.execute("SELECT plan FROM runs WHERE run_key = ?", (run_key,)).fetchone()
         return json.loads(row["plan"]) if row else None
 
+    def knows_run(self, run_key: str) -> bool:
+        """Whether a run with this key started here (a resume of an unknown key is an error)."""
+        with self._connect() as db:
+            row = db.execute("SELECT 1 FROM runs WHERE run_key = ? UNION SELECT 1 FROM node_results"
+                             " WHERE run_key = ? LIMIT 1", (run_key, run_key)).fetchone()
+        return row is not None
+
+    def recent_run_keys(self, limit: int = 5) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute("SELECT run_key FROM runs ORDER BY started_at DESC LIMIT ?", (limit,)).fetchall()
+        return [r["run_key"] for r in rows]
+
     def agent_stats(self, window: int = 50) -> dict[str, AgentStats]:
         """Each agent's record over its last `window` sub-tasks."""
         with self._connect() as db:

@@ -6,34 +6,42 @@ the same list goes back to the planner for repair and, failing that, to the user
 
 from __future__ import annotations
 
+from collections import Counter
 from graphlib import CycleError, TopologicalSorter
 
 from pydantic import BaseModel, Field
 
 from foreman.engine.conditions import ConditionError, parse_condition
-from foreman.engine.plan import Plan, ResultKind, SubTask
+from foreman.engine.eligibility import AgentInfo, eligible_agents, why_nobody
+from foreman.engine.plan import Plan, ResultKind
+from foreman.engine.policy import RunPolicy
 from foreman.errors import PlanInvalid
-
-
-class AgentInfo(BaseModel):
-    """What validation needs to know of an agent."""
-
-    capabilities: list[str] = Field(default_factory=list)
-    tools: list[str] = Field(default_factory=list, description="Tools this agent may be granted.")
+from foreman.tools.catalog import CATALOG
 
 
 class PlanScope(BaseModel):
-    """What a plan may use: the agents, the tools the flow allows, the limits."""
+    """What a plan may use: the agents, the run's policy (tools, approvals), the limits."""
 
     agents: dict[str, AgentInfo]
-    tools: list[str] = Field(description="Every tool in the catalogue.")
-    allowed_tools: list[str] = Field(description="Tools this flow allows sub-tasks to be granted.")
+    policy: RunPolicy
     schemas: list[str] = Field(default_factory=list, description="Named result schemas.")
-    approval_tools: list[str] = Field(
-        default_factory=list, description="A step that may use any of these tools always waits for a person."
-    )
     max_nodes: int = 25
     max_depth: int = 10
+
+    @property
+    def tools(self) -> list[str]:
+        """Every tool in the catalogue."""
+        return list(CATALOG)
+
+    @property
+    def allowed_tools(self) -> list[str]:
+        """Tools this run allows sub-tasks to be granted."""
+        return list(self.policy.allowed_tools)
+
+    @property
+    def approval_tools(self) -> list[str]:
+        """A step that may use any of these tools always waits for a person."""
+        return list(self.policy.approval_tools)
 
 
 class PlanError(BaseModel):
@@ -68,48 +76,30 @@ def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
 
     if not plan.tasks:
         err(None, "tasks", "the plan has no sub-tasks; add at least one")
-    if len(plan.tasks) > scope.max_nodes:
+    if len(plan.tasks) > scope.max_nodes:  # first and alone: the checks below grow with the plan
         err(None, "tasks", f"{len(plan.tasks)} sub-tasks; the limit is {scope.max_nodes}: merge some")
+        raise PlanInvalid(errors)
 
     ids = [t.id for t in plan.tasks]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
     for dup in duplicates:
         err(dup, "id", "this id is used by more than one sub-task; ids must be unique")
     known_ids = set(ids)
-    known_agents = sorted(scope.agents)
-    capabilities = sorted({c for a in scope.agents.values() for c in a.capabilities})
 
     for task in plan.tasks:
-        # who does it
-        candidates: list[str] = []
+        # who does it, with what
         if task.script is not None:
             if task.agent or task.capability:
                 err(task.id, "script", "a script step has no agent or capability; remove them or the script")
             if task.tools:
                 err(task.id, "tools", "a script step gets no agent tools; remove them")
-        elif task.agent is None and task.capability is None:
-            err(task.id, "agent", f"name an agent ({', '.join(known_agents)}) or a capability")
-        elif task.agent is not None:
-            if task.agent not in scope.agents:
-                err(task.id, "agent", f"unknown agent {task.agent!r}; known agents: {', '.join(known_agents)}")
-            else:
-                candidates = [task.agent]
-                if task.capability and task.capability not in scope.agents[task.agent].capabilities:
-                    err(task.id, "capability", f"agent {task.agent!r} lacks capability {task.capability!r}")
-        else:
-            candidates = [n for n, a in scope.agents.items() if task.capability in a.capabilities]
-            if not candidates:
-                err(task.id, "capability", f"no agent has capability {task.capability!r}; known: {', '.join(capabilities)}")
-
-        # with what
         for tool in task.tools:
-            if tool not in scope.tools:
-                err(task.id, "tools", f"unknown tool {tool!r}; known tools: {', '.join(sorted(scope.tools))}")
-            elif tool not in scope.allowed_tools:
-                err(task.id, "tools", f"tool {tool!r} is not allowed in this flow; allowed: {', '.join(sorted(scope.allowed_tools))}")
-            elif candidates and not any(tool in scope.agents[c].tools for c in candidates):
-                who = task.agent or f"any agent with capability {task.capability!r}"
-                err(task.id, "tools", f"tool {tool!r} is outside the scope of {who}; give the sub-task to an agent that may use it")
+            if not scope.policy.permits(tool):
+                err(task.id, "tools", scope.policy.why_not(tool))
+        if task.script is None:  # who may run it with the grants the policy allows (the rest erred above)
+            probe = task.model_copy(update={"tools": [t for t in task.tools if scope.policy.permits(t)]})
+            if not eligible_agents(probe, scope.agents):
+                err(task.id, *why_nobody(probe, scope.agents))
 
         # after what
         for dep in task.depends_on:
@@ -157,14 +147,6 @@ def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
     return ValidPlan(plan=plan, order=order, depth=depth, approvals_added=added)
 
 
-def step_tools(task: SubTask, scope: PlanScope) -> set[str]:
-    """Every tool the step could call: its own grants and the agent-level tools of whoever may run it."""
-    if task.script is not None:
-        return set()
-    agents = [task.agent] if task.agent else [n for n, a in scope.agents.items() if task.capability in a.capabilities]
-    return set(task.tools).union(*(scope.agents[a].tools for a in agents if a in scope.agents))
-
-
 def require_approvals(plan: Plan, scope: PlanScope) -> tuple[Plan, list[str]]:
     """Put an approval point before every step that may use a tool in `scope.approval_tools`.
 
@@ -172,7 +154,8 @@ def require_approvals(plan: Plan, scope: PlanScope) -> tuple[Plan, list[str]]:
     workflow file) can run such a step unapproved.
     """
     guarded = set(scope.approval_tools)
-    added = [t.id for t in plan.tasks if not t.approval and step_tools(t, scope) & guarded]
+    added = [t.id for t in plan.tasks
+             if not t.approval and t.script is None and scope.policy.step_tools(t.tools) & guarded]
     if not added:
         return plan, []
     tasks = [t.model_copy(update={"approval": True}) if t.id in added else t for t in plan.tasks]

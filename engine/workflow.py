@@ -17,27 +17,32 @@ Parameters (`params:`, see `engine.params`) let a run change a topic or a limit 
 editing the file; `${name}` in a step takes the run's value.
 
 Loading checks everything plan validation checks, plus that script paths exist; every
-error names the file, the step and the field, and nothing runs from a bad file.
+error names the file, the step and the field, and nothing runs from a bad file. A key
+Foreman does not know (`aproval: true`) or a key given twice is an error, not ignored:
+either would silently change what runs (no approval point, the last value winning).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from foreman.engine.params import Param, declare, resolve, substitute
-from foreman.engine.plan import Plan, SubTask
+from foreman.engine.plan import Plan, ScriptStep, SubTask
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
 from foreman.errors import WorkflowError
 
 
 class Schedule(BaseModel):
     """When the workflow runs by itself once deployed: a cron line or an interval, in a time zone."""
+
+    model_config = ConfigDict(extra="forbid")  # `crn:` must not leave the workflow unscheduled
 
     cron: str | None = None
     interval_s: float | None = Field(default=None, gt=0)
@@ -61,6 +66,10 @@ class Schedule(BaseModel):
 
 
 class WorkflowFile(BaseModel):
+    """The file as written. Unknown keys are errors: `schedul:` would otherwise just vanish."""
+
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     schedule: Schedule | None = None
@@ -99,15 +108,141 @@ class Workflow(BaseModel):
 
 
 
+# The keys each mapping of the file may have, by where it sits (for did-you-mean hints).
+KNOWN_KEYS: dict[tuple[str, ...], list[str]] = {
+    (): list(WorkflowFile.model_fields),
+    ("schedule",): list(Schedule.model_fields),
+}
+
+
+def _unknown_key(where: str, key: Any, known: Collection[str]) -> str:
+    """`steps[0] (deploy).aproval: unknown key; did you mean approval?`"""
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(known)}"
+    return f"{where}{key}: unknown key; {hint}"
+
+
+def _key_errors(where: str, data: Mapping[Any, Any], known: Collection[str]) -> list[str]:
+    return [_unknown_key(where, key, known) for key in data if key not in known]
+
+
 def _pydantic_errors(prefix: str, exc: ValidationError) -> list[str]:
-    return [f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()]
+    """One line per error; pydantic's "Extra inputs are not permitted" becomes a did-you-mean."""
+    lines = []
+    for e in exc.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden" and loc[:-1] in KNOWN_KEYS:
+            lines.append(_unknown_key(prefix + "".join(f"{p}." for p in loc[:-1]), loc[-1], KNOWN_KEYS[loc[:-1]]))
+        else:
+            lines.append(f"{prefix}{'.'.join(loc)}: {e['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that notes each key given twice in one mapping; PyYAML keeps the last one silently."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[yaml.MappingNode, Any, int, int]] = []  # (mapping, key, first line, line)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` is overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    self.duplicates.append((node, key, seen[key], line))
+                else:
+                    seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the constructor below refuses it
+        return super().construct_mapping(node, deep=deep)
+
+
+def _where(root: yaml.Node, target: yaml.Node) -> str:
+    """The path of `target` inside the document, as errors write it: `steps[1] (deploy).script.`"""
+    parts: list[str] = []
+    node = root
+    for _ in range(100):  # a bound: aliases can make the node graph recursive
+        if node is target:
+            break
+        children: list[tuple[str, yaml.Node]] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [(f".{k.value}" if parts else str(k.value), v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(f"[{i}]" + _step_id(item), item) for i, item in enumerate(node.value)]
+        inside = [(name, child) for name, child in children if child is not node and _contains(child, target)]
+        if not inside:
+            break
+        name, node = inside[0]
+        parts.append(name)
+    return "".join(parts) + ("." if parts else "")
+
+
+def _contains(outer: yaml.Node, inner: yaml.Node) -> bool:
+    return outer.start_mark.index <= inner.start_mark.index and inner.end_mark.index <= outer.end_mark.index
+
+
+def _step_id(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == "id" and isinstance(value, yaml.ScalarNode):
+                return f" ({value.value})"
+    return ""
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; a file saved in another encoding is named with its first undecodable byte."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise WorkflowError(path, ["no such file"]) from None
+    except OSError as exc:
+        raise WorkflowError(path, [f"cannot be read: {exc.strerror or exc}"]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise WorkflowError(path, [
+            f"not UTF-8: byte {exc.start} (line {line}) is 0x{data[exc.start]:02x}, which UTF-8 cannot decode; "
+            "save the file as UTF-8"]) from None
+
+
+def _read_yaml(path: Path) -> tuple[Any, list[str]]:
+    """The parsed document and one error per duplicate key, each with the key's path and lines."""
+    loader = _Loader(_read_text(path))
+    try:
+        root = loader.get_single_node()
+        raw = loader.construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise WorkflowError(path, [f"not valid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
+    errors = [f"{_where(root, node)}{key}: given twice (lines {first} and {line}); YAML keeps only the "
+              "last one, so remove or rename one" for node, key, first, line in loader.duplicates]
+    if not isinstance(raw, dict):
+        raise WorkflowError(path, [*errors, "a workflow file is a mapping with at least name and steps"])
+    return raw, errors
+
+
+def _param_key_errors(params: Mapping[str, Any]) -> list[str]:
+    """`params: {limit: {type: int, defualt: 3}}` would make `limit` silently required."""
+    return [e for name, spec in params.items() if isinstance(spec, dict)
+            for e in _key_errors(f"params.{name}.", spec, list(Param.model_fields))]
 
 
 def _step(raw: dict[str, Any], index: int) -> tuple[SubTask | None, list[str]]:
+    """The step as a SubTask, and its errors. Unknown keys are checked here, not by SubTask: the
+    planner's JSON goes through SubTask too, and it may stay lenient."""
     name = f"steps[{index}]" + (f" ({raw.get('id')})" if isinstance(raw, dict) and raw.get("id") else "")
     if not isinstance(raw, dict):
         return None, [f"{name}: a step is a mapping with at least an id"]
+    errors = _key_errors(f"{name}.", raw, list(SubTask.model_fields))
+    if isinstance(raw.get("script"), dict):
+        errors += _key_errors(f"{name}.script.", raw["script"], list(ScriptStep.model_fields))
     data = dict(raw)
     data.setdefault("title", data.get("id", "step"))
     if "script" in data and "instructions" not in data:
@@ -116,9 +251,9 @@ def _step(raw: dict[str, Any], index: int) -> tuple[SubTask | None, list[str]]:
     if isinstance(data.get("script"), str):
         data["script"] = {"path": data["script"]}
     try:
-        return SubTask(**data), []
+        return SubTask(**data), errors
     except ValidationError as exc:
-        return None, _pydantic_errors(f"{name}.", exc)
+        return None, errors + _pydantic_errors(f"{name}.", exc)
 
 
 STAND_INS: dict[str, Any] = {"str": "", "int": 0, "float": 0.0, "bool": False}
@@ -153,18 +288,15 @@ def load_workflow(path: str | Path, scope: PlanScope, params: dict[str, Any] | N
     `params` are this run's values; without `require_params` (check, deploy) a missing
     required one gets a stand-in so the rest of the file is still checked."""
     path = Path(path).expanduser().resolve()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise WorkflowError(path, ["no such file"]) from None
-    except yaml.YAMLError as exc:
-        raise WorkflowError(path, [f"not valid YAML: {exc}"]) from None
+    raw, errors = _read_yaml(path)
     try:
         spec = WorkflowFile.model_validate(raw)
     except ValidationError as exc:
-        raise WorkflowError(path, _pydantic_errors("", exc)) from None
+        raise WorkflowError(path, errors + _pydantic_errors("", exc)) from None
+    errors += _param_key_errors(spec.params)
 
-    declared, errors = declare(spec.params)
+    declared, problems = declare(spec.params)
+    errors.extend(problems)
     given = dict(params or {})
     if not require_params:
         given.update({n: STAND_INS[p.type] for n, p in declared.items() if p.required and n not in given})
@@ -194,8 +326,6 @@ def load_workflow(path: str | Path, scope: PlanScope, params: dict[str, Any] | N
         raise WorkflowError(path, errors)
     plan = Plan(objective=spec.description or spec.name, rationale=spec.description, tasks=steps,
                 on_failure=spec.on_failure)
-    tools = sorted({t for s in steps for t in s.tools})
-    scope = scope.model_copy(update={"allowed_tools": sorted(set(scope.allowed_tools) | set(tools))})
     try:
         valid = validate_plan(plan, scope)
     except PlanInvalid as exc:

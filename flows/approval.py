@@ -153,3 +153,8 @@ class TerminalApprover:
         else:
             answer = ApprovalAnswer(approved=approved, comment=comment, value=value, decided_by=getpass.getuser())
         return record_decision(self.audit, sub, answer)
+
+
+def approver_for(approve_in: str, audit: AuditLog, timeout_s: int) -> PrefectApprover | TerminalApprover:
+    """Where a run's approval points ask: the Prefect UI (pause for the form) or this terminal."""
+    return TerminalApprover(audit) if approve_in == "terminal" else PrefectApprover(audit, timeout_s=timeout_s)

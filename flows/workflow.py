@@ -16,50 +16,51 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from foreman.agents.registry import registry
 from foreman.engine.cf_runner import build_scope
-from foreman.engine.executor import Budgets, RunStatus
+from foreman.engine.policy import RunPolicy, tool_env
+from foreman.engine.records import Budgets, RunStatus
+from foreman.engine.runs import PlanRunResult, execute_plan, finish, result_of, run_key_for
 from foreman.engine.store import run_store
 from foreman.engine.workflow import Workflow, WorkflowError, load_workflow
-from foreman.flows.planner import PlanRunResult, execute_plan, finish
+from foreman.flows.approval import approver_for
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import REPO_ROOT, get_settings
-from foreman.tools.catalog import ToolEnv
 
 
 @flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, **FAILURE_HOOKS)
 def run_workflow(path: str, params: dict[str, Any] | None = None, workspace: str | None = None,
-                 allow_write: bool = False, max_llm_calls: int = 100, max_concurrency: int = 4,
-                 resume: str | None = None, approval_timeout_s: int = 3600,
+                 allow_write: bool = False, allow_code: bool = False, max_llm_calls: int = 100,
+                 max_concurrency: int = 4, resume: str | None = None, approval_timeout_s: int = 3600,
                  approve_in: Literal["ui", "terminal"] = "ui") -> PlanRunResult:
     """Load, validate and run the workflow file at `path` with this run's `params`.
 
-    Nothing runs from an invalid file or with invalid params. A workflow that ends FAILED
-    raises `RunFailed` (its `.result` keeps what finished)."""
+    Nothing runs from an invalid file, with invalid params, or with a step granted a tool this
+    run does not allow (`allow_write`, `allow_code`). A workflow that ends FAILED raises
+    `RunFailed` (its `.result` keeps what finished)."""
     settings = get_settings()
     started = time.time()
-    scope = build_scope(registry, [])
-    workflow = load_workflow(path, scope, params)
-    scope = scope.model_copy(update={"allowed_tools": workflow.tools})
-    run_key = resume or str(FlowRunContext.get().flow_run.id)
-    root = Path(workspace or workflow.workspace or settings.workspace).expanduser().resolve()
-    env = ToolEnv.from_settings(settings, workspace=root, allow_write=allow_write)
+    asked = RunPolicy.build(settings=settings, workspace=workspace, allow_write=allow_write, allow_code=allow_code,
+                            check_workspace=False)
+    workflow = load_workflow(path, build_scope(registry, asked), params)
+    folder = workflow.workspace if workspace is None and workflow.workspace is not None else asked.workspace
+    policy = asked.narrow(workflow.tools, f"workflow {workflow.name}").in_workspace(folder)
+    env = tool_env(policy, settings)
     store = run_store()
+    run_key = run_key_for(resume, str(FlowRunContext.get().flow_run.id), store)
     get_run_logger().info("workflow %s from %s: %s%s", workflow.name, workflow.path,
                           " -> ".join(workflow.plan.order),
                           f"; params {workflow.values}" if workflow.values else "")
-    report = execute_plan(workflow.plan, run_key, env=env, scope=scope, settings=settings, store=store,
-                          budgets=Budgets(max_llm_calls=max_llm_calls, max_replans=0,
-                                          max_concurrency=max_concurrency),
-                          approval_timeout_s=approval_timeout_s, approve_in=approve_in, script_base=workflow.folder)
-    store.record_run(run_key, workflow.name, report.status.value, report.stopped_by,
-                     report.plan.model_dump(mode="json"), [], started, time.time() - started,
-                     f"workflow {workflow.name}: {report.status.value}")
-    statuses = {i: o.status for i, o in report.outcomes.items()}
+    plan = workflow.plan.plan.model_dump(mode="json")
+    store.record_run(run_key, workflow.name, RunStatus.RUNNING.value, None, plan, [], started, 0.0, "running")
+    report = execute_plan(workflow.plan, run_key, policy=policy, env=env, scope=build_scope(registry, policy),
+                          agents=registry, settings=settings, store=store,
+                          budgets=Budgets(max_llm_calls=max_llm_calls, max_replans=0, max_concurrency=max_concurrency),
+                          approver=approver_for(approve_in, env.audit, approval_timeout_s),
+                          script_base=workflow.folder)
+    store.record_run(run_key, workflow.name, report.status.value, report.stopped_by, plan, [], started,
+                     time.time() - started, f"workflow {workflow.name}: {report.status.value}")
     answer = (f"workflow {workflow.name} {report.status.value}"
               + (f" (stopped by {report.stopped_by})" if report.stopped_by else ""))
-    return finish(PlanRunResult(objective=workflow.name, status=report.status, answer=answer,
-                         stopped_by=report.stopped_by, run_key=run_key, plan=report.plan, results=report.results,
-                         statuses=statuses, reused=report.reused, llm_calls=report.usage.llm_calls,
-                         tokens=report.usage.tokens, duration_s=time.time() - started))
+    return finish(result_of(report, objective=workflow.name, answer=answer, started=started))
 
 
 def prefect_schedules(workflow: Workflow, *, active: bool) -> list[Any]:
@@ -76,31 +77,34 @@ def prefect_schedules(workflow: Workflow, *, active: bool) -> list[Any]:
     return [Interval(timedelta(seconds=sched.interval_s or 0), timezone=sched.timezone, active=active)]
 
 
-def deployment_parameters(path: str | Path, params: dict[str, Any] | None = None) -> tuple[Workflow, dict[str, Any]]:
+def deployment_parameters(path: str | Path, params: dict[str, Any] | None = None, *, allow_write: bool = False,
+                          allow_code: bool = False) -> tuple[Workflow, dict[str, Any]]:
     """The loaded workflow and the parameters its deployment starts runs with.
 
     The params form is prefilled with the file's defaults (and `params`), so a person
     editing a run in the UI sees every value. A scheduled workflow needs a value for each
     required param: nobody is there to type it at 3 a.m.
     """
-    workflow = load_workflow(path, build_scope(registry, []), params, require_params=False)
+    policy = RunPolicy.build(allow_write=allow_write, allow_code=allow_code, check_workspace=False)
+    workflow = load_workflow(path, build_scope(registry, policy), params, require_params=False)
     values = {**workflow.defaults, **{k: workflow.values[k] for k in (params or {})}}
     missing = [name for name in workflow.params if name not in values]
     if missing and workflow.schedule is not None:
         raise WorkflowError(workflow.path, [
             f"params.{name}: required, and the schedule starts runs with nobody to give it; give it a "
             f"default in the file or deploy with `--param {name}=VALUE`" for name in missing])
-    return workflow, {"path": str(workflow.path), **({"params": values} if workflow.params else {})}
+    switches = {k: True for k, on in (("allow_write", allow_write), ("allow_code", allow_code)) if on}
+    return workflow, {"path": str(workflow.path), **({"params": values} if workflow.params else {}), **switches}
 
 
 def deploy_workflow(path: str | Path, *, work_pool: str = "foreman", paused: bool = False,
-                    params: dict[str, Any] | None = None) -> str:
+                    params: dict[str, Any] | None = None, allow_write: bool = False, allow_code: bool = False) -> str:
     """Create or update the deployment `run-workflow/<name>` for a workflow file, with the file's schedule.
 
     The worker runs it from this checkout (like `prefect deploy --all` does for prefect.yaml),
     so a user's own workflow folder needs no entry in prefect.yaml. Returns the deployment id.
     """
-    workflow, parameters = deployment_parameters(path, params)
+    workflow, parameters = deployment_parameters(path, params, allow_write=allow_write, allow_code=allow_code)
     schedules = prefect_schedules(workflow, active=not paused)
     source = run_workflow.from_source(source=str(REPO_ROOT), entrypoint="flows/workflow.py:run_workflow")
     deployment_id = source.deploy(

@@ -23,6 +23,7 @@ import yaml
 
 from foreman.agents.registry import registry
 from foreman.engine.cf_runner import build_scope
+from foreman.engine.policy import RunPolicy
 from foreman.engine.workflow import load_workflow
 from foreman.tools.audit import AuditLog
 
@@ -35,7 +36,7 @@ def test_prefect_yaml_deploys_each_example_workflow_with_the_schedule_its_file_c
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert {"file-search", "plan-and-run", "run-workflow"} <= set(deployments)
     for workflow_file in sorted(ROOT.glob("workflows/*/workflow.yaml")):
-        workflow = load_workflow(workflow_file, build_scope(registry, []))
+        workflow = load_workflow(workflow_file, build_scope(registry, RunPolicy.build(check_workspace=False)))
         deployment = deployments.get(workflow.name)
         assert deployment, f"prefect.yaml has no deployment for {workflow_file}"
         assert deployment["parameters"]["path"] == str(workflow_file.relative_to(ROOT))

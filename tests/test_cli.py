@@ -40,7 +40,7 @@ def test_run_with_hosted_model_and_no_key_fails_naming_the_variable(
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     reset_settings()
     out = runner.invoke(app, ["run", "anything"], terminal_width=200)
-    assert out.exit_code == 1
+    assert out.exit_code == 2  # setup error: nothing ran
     assert "ANTHROPIC_API_KEY" in out.output
 
 
@@ -52,7 +52,7 @@ def test_model_with_unknown_provider_says_which_are_supported(
     monkeypatch.setenv("FOREMAN_MODEL", "mistral/large")
     reset_settings()
     out = runner.invoke(app, ["run", "anything"], terminal_width=200)
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert "supported: local, openai" in out.output
 
 
@@ -159,4 +159,4 @@ def test_approvals_without_a_server_say_which_setting_points_at_it() -> None:
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         for args in (["approvals"], ["approve", "0b6a3c1e-0000-4000-8000-000000000000"]):
             out = runner.invoke(app, args, terminal_width=200)
-            assert out.exit_code == 1 and "PREFECT_API_URL" in out.output, out.output
+            assert out.exit_code == 2 and "PREFECT_API_URL" in out.output, out.output

@@ -24,6 +24,7 @@ from foreman.engine.executor import (
     RunStatus,
 )
 from foreman.engine.plan import Plan, SubTask
+from foreman.engine.policy import RunPolicy
 from foreman.engine.store import run_store
 from foreman.engine.validate import validate_plan
 from foreman.settings import get_settings
@@ -70,8 +71,9 @@ def run_plan(plan: Plan, model: ScriptedChatModel, workspace: Path, *, run_key: 
              approval_tools: list[str] | None = None) -> RunReport:
     settings = get_settings()
     env = ToolEnv.from_settings(settings, workspace=workspace)
-    scope = build_scope(registry, ALLOWED, approval_tools=approval_tools)
-    runner = ControlFlowRunner(env, registry, settings, flow_tools=["notify_user"])
+    policy = RunPolicy.build(workspace=workspace, allowed_tools=ALLOWED, approval_tools=approval_tools)
+    scope = build_scope(registry, policy)
+    runner = ControlFlowRunner(env, registry, settings, policy=policy)
     engine = Engine(runner, scope, run_store(), budgets or Budgets(), replanner=replanner, approver=approver)
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))

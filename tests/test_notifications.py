@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from foreman.flows.planner import RunFailed
+from foreman.errors import RunFailed
 from foreman.flows.workflow import run_workflow
 from foreman.settings import reset_settings
 from foreman.tools.audit import audit_log

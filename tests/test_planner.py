@@ -25,8 +25,10 @@ from foreman.agents.scripted import (
 )
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.plan import SubTask
+from foreman.engine.policy import RunPolicy
 from foreman.engine.store import AgentStats, run_store
-from foreman.flows.planner import RunFailed, plan_and_run
+from foreman.errors import RunFailed
+from foreman.flows.planner import plan_and_run
 from foreman.settings import get_settings
 from foreman.tools.catalog import ToolEnv
 
@@ -135,7 +137,7 @@ def test_unknown_tool_from_the_model_is_refused_by_the_schema_then_fixed(workspa
 
 
 def test_draft_schema_lists_agents_and_tools_as_enums() -> None:
-    scope = build_scope(registry, ["read_file", "notify_user"])
+    scope = build_scope(registry, RunPolicy.build(allowed_tools=["read_file", "notify_user"], check_workspace=False))
     schema = draft_schema(scope).model_json_schema()
     defs = schema["$defs"]
     assert set(defs["AgentName"]["enum"]) == set(registry.names())
@@ -191,7 +193,7 @@ def test_capability_picks_the_best_agent_and_rests_a_failing_one(foreman_home, w
         "writer": AgentStats(agent="writer", runs=10, successes=4, mean_duration_s=1.0,
                              consecutive_failures=0, last_failure_at=None),
     }
-    runner = ControlFlowRunner(env, registry, settings, stats=stats)
+    runner = ControlFlowRunner(env, registry, settings, policy=RunPolicy.build(workspace=workspace), stats=stats)
     sub = SubTask(id="s", title="s", instructions="i", capability="summarize")
     assert runner.choose_agent(sub, tried=[]) == "generalist"
     assert runner.choose_agent(sub, tried=["generalist"]) == "writer"  # a retry goes elsewhere
@@ -217,7 +219,8 @@ def test_strict_schema_cannot_express_cycles_unknown_ids_or_out_of_scope_tools()
     from foreman.agents.planner import strict_draft_schema, to_plan
     from foreman.engine.validate import validate_plan
 
-    scope = build_scope(registry, ["list_files", "read_file", "notify_user"])
+    scope = build_scope(registry, RunPolicy.build(allowed_tools=["list_files", "read_file", "notify_user"],
+                                                 check_workspace=False))
     schema = strict_draft_schema(scope, max_tasks=3)
     ok = schema(rationale="r", tasks=[
         {"id": "step1", "title": "read", "instructions": "i", "agent": "researcher", "tools": ["read_file"]},

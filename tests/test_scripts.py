@@ -12,6 +12,7 @@ from foreman.agents.registry import registry
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.executor import Engine, NodeStatus, RunReport, RunStatus
 from foreman.engine.plan import Plan, ScriptStep, SubTask
+from foreman.engine.policy import RunPolicy
 from foreman.engine.store import run_store
 from foreman.engine.validate import PlanInvalid, validate_plan
 from foreman.settings import get_settings
@@ -26,8 +27,10 @@ def script_step(id: str, path: str, **kw) -> SubTask:
 
 def run(plan: Plan, base: Path) -> RunReport:
     settings = get_settings()
-    scope = build_scope(registry, [])
-    runner = ControlFlowRunner(ToolEnv.from_settings(settings, workspace=base), registry, settings, script_base=base)
+    policy = RunPolicy.build(workspace=base)
+    scope = build_scope(registry, policy)
+    runner = ControlFlowRunner(ToolEnv.from_settings(settings, workspace=base), registry, settings, policy=policy,
+                               script_base=base)
     engine = Engine(runner, scope, run_store())
 
     @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
@@ -81,7 +84,7 @@ def test_failing_script_is_retried_and_a_hanging_one_is_killed_at_its_timeout(sc
 
 
 def test_script_step_with_an_agent_or_tools_is_refused() -> None:
-    scope = build_scope(registry, ["read_file"])
+    scope = build_scope(registry, RunPolicy.build(allowed_tools=["read_file"], check_workspace=False))
     bad = SubTask(id="s", title="s", instructions="i", agent="coder", tools=["read_file"],
                   script=ScriptStep(path="x.py"))
     with pytest.raises(PlanInvalid) as info:

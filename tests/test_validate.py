@@ -6,6 +6,7 @@ import pytest
 
 from foreman.engine.conditions import ConditionError, parse_condition
 from foreman.engine.plan import Plan, SubTask
+from foreman.engine.policy import RunPolicy
 from foreman.engine.validate import AgentInfo, PlanInvalid, PlanScope, validate_plan
 
 SCOPE = PlanScope(
@@ -14,8 +15,8 @@ SCOPE = PlanScope(
         "coder": AgentInfo(capabilities=["code"], tools=["run_python"]),
         "writer": AgentInfo(capabilities=["write"], tools=["write_file"]),
     },
-    tools=["read_file", "list_files", "run_python", "write_file", "fetch_url"],
-    allowed_tools=["read_file", "list_files", "run_python"],
+    policy=RunPolicy.build(allowed_tools=["read_file", "list_files", "run_python"], allow_code=True,
+                           approval_tools=[], check_workspace=False),
     max_nodes=6,
     max_depth=3,
 )

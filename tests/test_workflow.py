@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from foreman.agents.registry import registry
 from foreman.cli import app
 from foreman.engine.cf_runner import build_scope
+from foreman.engine.policy import RunPolicy
 from foreman.engine.workflow import WorkflowError, load_workflow, skeleton
+from foreman.errors import ConfigurationError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "workflows" / "log_pipeline" / "workflow.yaml"
 runner = CliRunner()
@@ -23,7 +25,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_shipped_example_loads() -> None:
-    workflow = load_workflow(EXAMPLE, build_scope(registry, []))
+    workflow = load_workflow(EXAMPLE, build_scope(registry, RunPolicy.build(check_workspace=False)))
     assert workflow.plan.order == ["collect", "redact", "summarize", "upload"]
     assert workflow.schedule.cron == "0 3 * * *"
     assert workflow.plan.plan.task("upload").approval
@@ -45,7 +47,7 @@ steps:
     retries: 99
 """)
     with pytest.raises(WorkflowError) as info:
-        load_workflow(path, build_scope(registry, []))
+        load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)))
     text = str(info.value)
     assert "wf.yaml: a.script.path: 'missing.py' does not exist" in text
     assert "wf.yaml: steps[2] (c).retries:" in text
@@ -61,7 +63,7 @@ steps:
   - {id: c, agent: wizard, instructions: x}
 """)
     with pytest.raises(WorkflowError) as info:
-        load_workflow(path, build_scope(registry, []))
+        load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)))
     text = str(info.value)
     assert "dependency cycle" in text and "c.agent: unknown agent 'wizard'" in text
 
@@ -71,7 +73,7 @@ def test_init_writes_one_step_per_script(tmp_path: Path) -> None:
         (tmp_path / name).write_text("print(1)\n")
     out = runner.invoke(app, ["workflow", "init", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    workflow = load_workflow(tmp_path / "workflow.yaml", build_scope(registry, []))
+    workflow = load_workflow(tmp_path / "workflow.yaml", build_scope(registry, RunPolicy.build(check_workspace=False)))
     assert workflow.plan.order == ["a_collect", "b_upload"]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -82,7 +84,7 @@ def test_init_writes_one_step_per_script(tmp_path: Path) -> None:
 def test_check_command_fails_with_the_errors(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nsteps:\n  - {id: a, agent: wizard, instructions: i}\n")
     out = runner.invoke(app, ["workflow", "check", str(path)], terminal_width=200)
-    assert out.exit_code == 1
+    assert out.exit_code == 3  # an invalid workflow: nothing ran
     assert "unknown agent 'wizard'" in out.output
 
 
@@ -117,18 +119,19 @@ def test_schedule_workspace_and_failure_rule_errors_name_the_field(tmp_path: Pat
     for line, message in bad.items():
         path = write(tmp_path, f"name: x\n{line}\nsteps:\n  - {{id: a, script: a.py}}\n")
         with pytest.raises(WorkflowError) as info:
-            load_workflow(path, build_scope(registry, []))
+            load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)))
         assert message in str(info.value), (line, str(info.value))
 
 
 def test_mandatory_approval_tools_reach_workflow_steps_and_a_misspelt_tool_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: x\nsteps:\n  - {id: look, agent: researcher, instructions: Look.}\n"
+    path = write(tmp_path, "name: x\nsteps:\n  - {id: look, agent: researcher, instructions: Look., tools: [fetch_url]}\n"
                            "  - {id: chat, agent: generalist, instructions: Chat.}\n")
-    workflow = load_workflow(path, build_scope(registry, [], approval_tools=["fetch_url"]))
-    assert workflow.plan.approvals_added == ["look"]  # the researcher may fetch URLs; the generalist may not
+    policy = RunPolicy.build(approval_tools=["fetch_url"], check_workspace=False)
+    workflow = load_workflow(path, build_scope(registry, policy))
+    assert workflow.plan.approvals_added == ["look"]  # granted fetch_url; the generalist step has no tools
     assert workflow.plan.plan.task("look").approval and not workflow.plan.plan.task("chat").approval
-    with pytest.raises(ValueError, match="unknown tool.*write_files.*known tools"):
-        build_scope(registry, [], approval_tools=["write_files"])
+    with pytest.raises(ConfigurationError, match="unknown tool.*write_files.*known tools"):
+        RunPolicy.build(approval_tools=["write_files"], check_workspace=False)
 
 
 @pytest.mark.usefixtures("prefect_server", "foreman_home")
@@ -186,7 +189,7 @@ def params_workflow(tmp_path: Path) -> Path:
 
 def test_params_fill_titles_instructions_args_env_and_conditions(tmp_path: Path) -> None:
     path = params_workflow(tmp_path)
-    workflow = load_workflow(path, build_scope(registry, []), {"folder": "/srv/logs", "limit": "7"})
+    workflow = load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)), {"folder": "/srv/logs", "limit": "7"})
     assert workflow.values == {"folder": "/srv/logs", "limit": 7, "loud": False}  # "7" typed on a CLI is an int
     plan = workflow.plan.plan
     assert plan.task("scan").script.args == ["/srv/logs", "--limit=7", "${not_a_param}"]
@@ -194,14 +197,14 @@ def test_params_fill_titles_instructions_args_env_and_conditions(tmp_path: Path)
     assert plan.task("alert").condition == "scan.found > 7 or false"  # values become literals
     assert (plan.task("tell").title, plan.task("tell").instructions) == \
         ("Tell about /srv/logs", "Say what was found in /srv/logs.")
-    other = load_workflow(path, build_scope(registry, []), {"folder": "/srv/logs", "limit": 8})
+    other = load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)), {"folder": "/srv/logs", "limit": 8})
     assert other.plan.plan.task("scan").fingerprint() != plan.task("scan").fingerprint()  # no stale reuse
 
 
 def test_bad_params_are_refused_with_every_reason_and_nothing_runs(tmp_path: Path) -> None:
     path = params_workflow(tmp_path)
     with pytest.raises(WorkflowError) as info:
-        load_workflow(path, build_scope(registry, []), {"limit": "many", "colour": "red"})
+        load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)), {"limit": "many", "colour": "red"})
     text = str(info.value)
     assert "params.colour: this workflow has no parameter 'colour'; it has: folder, limit, loud" in text
     assert "params.limit: 'many' is not a valid int" in text
@@ -211,7 +214,7 @@ def test_bad_params_are_refused_with_every_reason_and_nothing_runs(tmp_path: Pat
     path.write_text(PARAMS_WORKFLOW.replace("${folder}\", \"--limit", "${foldr}\", \"--limit")
                     .replace("  loud: false", "  loud: [1]"))
     with pytest.raises(WorkflowError) as info:
-        load_workflow(path, build_scope(registry, []), {"folder": "x"})
+        load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)), {"folder": "x"})
     assert "scan.script.args[0]: unknown parameter ${foldr}; known: folder, limit" in str(info.value)
     assert "params.loud: give a default value" in str(info.value)
 
@@ -234,7 +237,7 @@ def test_a_run_takes_params_from_the_command_line(tmp_path: Path) -> None:
     path = params_workflow(tmp_path)
     path.write_text(PARAMS_WORKFLOW.split("  - id: tell")[0])
     refused = runner.invoke(app, ["workflow", "run", str(path), "-p", "limit=3"], terminal_width=200)
-    assert refused.exit_code == 1 and "params.folder: required" in refused.output
+    assert refused.exit_code == 3 and "params.folder: required" in refused.output
 
     out = runner.invoke(app, ["workflow", "run", str(path), "-p", "folder=logs", "--param", "limit=9"],
                         terminal_width=300)
@@ -259,6 +262,6 @@ def test_the_readme_example_workflow_is_valid(tmp_path: Path) -> None:
     for script in ("check_disk.py", "alert.py", "prune.py"):
         (tmp_path / script).write_text("print(1)\n")
     (tmp_path / "docs").mkdir()
-    workflow = load_workflow(write(tmp_path, example), build_scope(registry, []), {"limit": "90"})
+    workflow = load_workflow(write(tmp_path, example), build_scope(registry, RunPolicy.build(check_workspace=False)), {"limit": "90"})
     assert workflow.plan.plan.task("alert").condition == "check.percent > 90 and not check.read_only"
     assert workflow.plan.plan.task("check").script.args == ["--mount", "/srv"]

@@ -28,7 +28,8 @@ ENUM_LIMIT = 200
 
 
 class ToolEnv(BaseModel):
-    """What the tools of one run may touch. Built once per run, from settings."""
+    """What the tools of one run may touch. Flows build it from the run's policy
+    (`foreman.engine.policy.tool_env`), which alone decides whether writing is allowed."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -43,13 +44,13 @@ class ToolEnv(BaseModel):
         settings: Settings | None = None,
         *,
         workspace: Path | str | None = None,
-        allow_write: bool = False,
     ) -> ToolEnv:
+        """Read-only tools over `workspace` (default FOREMAN_WORKSPACE)."""
         settings = settings or get_settings()
         if workspace is not None:
             settings = settings.model_copy(update={"workspace": Path(workspace)})
         return cls(
-            workspace=files.Workspace.from_settings(settings, allow_write=allow_write),
+            workspace=files.Workspace.from_settings(settings),
             http=http.HttpPolicy.from_settings(settings),
             code=code.CodeLimits.from_settings(settings),
             audit=audit_log(settings.audit_db),

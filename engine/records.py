@@ -1,0 +1,120 @@
+"""The records a run is made of: statuses, budgets, usage, each step's outcome, the run's report.
+
+Plain pydantic data shared by the engine, the flows that report on it, the CLI and the
+run store, so none of them needs the executor to name a status.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from foreman.engine.plan import Plan
+
+
+class NodeStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class RunStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class Budgets(BaseModel):
+    """Limits for one run. Hitting one stops scheduling cleanly and keeps every finished result."""
+
+    max_llm_calls: int = Field(default=200, ge=1)
+    max_tokens: int = Field(default=2_000_000, ge=1)
+    max_wall_s: float = Field(default=1800.0, gt=0)
+    max_replans: int = Field(default=2, ge=0)
+    max_concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class NodeResult(BaseModel):
+    value: Any = None
+    agent: str | None = None
+
+
+class Usage(BaseModel):
+    llm_calls: int = 0
+    tokens: int = 0
+
+
+class NodeOutcome(BaseModel):
+    id: str
+    title: str
+    status: NodeStatus = NodeStatus.PENDING
+    agent: str | None = None
+    result: Any = None
+    error: str | None = None
+    reason: str | None = Field(default=None, description="Why it was skipped or reused.")
+    attempts: int = 0
+    agents_tried: list[str] = Field(default_factory=list)
+    llm_calls: int = 0
+    tokens: int = 0
+    started: float | None = None
+    finished: float | None = None
+    reused: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished - self.started) if self.started and self.finished else 0.0
+
+
+class Revision(BaseModel):
+    after_failure_of: str
+    error: str
+    plan: Plan
+
+
+class RunReport(BaseModel):
+    run_key: str
+    objective: str
+    status: RunStatus
+    stopped_by: str | None = None
+    plan: Plan
+    outcomes: dict[str, NodeOutcome]
+    revisions: list[Revision] = Field(default_factory=list)
+    started: float
+    finished: float | None = None
+    usage: Usage = Field(default_factory=Usage)
+    answer: str | None = None
+
+    @property
+    def results(self) -> dict[str, Any]:
+        return {i: o.result for i, o in self.outcomes.items() if o.status == NodeStatus.COMPLETED}
+
+    @property
+    def reused(self) -> list[str]:
+        return [i for i, o in self.outcomes.items() if o.reused]
+
+
+class ReplanRequest(BaseModel):
+    objective: str
+    plan: Plan
+    finished: dict[str, Any]
+    failed: str
+    error: str
+
+
+class ApprovalAnswer(BaseModel):
+    """What a person decided at an approval point (or the default, when nobody answered)."""
+
+    approved: bool
+    comment: str = ""
+    value: str = Field(default="", description="The typed answer to the step's `ask`, if any.")
+    decided_by: str | None = None
+    timed_out: bool = False
+
+

@@ -1,0 +1,96 @@
+"""What plans and workflows share when they run: executing a validated plan inside the current
+Prefect flow run, and turning its report into the result a caller (Python, the CLI, the UI) gets.
+
+Living here, not in a flow module, means no flow imports another flow.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
+from pydantic import BaseModel, Field
+
+from foreman.agents.registry import AgentRegistry
+from foreman.engine.cf_runner import ControlFlowRunner
+from foreman.engine.executor import Approver, Engine, Replanner
+from foreman.engine.explain import ArtifactObserver
+from foreman.engine.plan import Plan
+from foreman.engine.policy import RunPolicy
+from foreman.engine.records import Budgets, NodeStatus, RunReport, RunStatus
+from foreman.engine.store import RunStore
+from foreman.engine.validate import PlanScope, ValidPlan
+from foreman.errors import RunFailed, UnknownRunKey
+from foreman.settings import Settings
+from foreman.tools.catalog import ToolEnv
+
+
+class PlanRunResult(BaseModel):
+    """What a run returns: the answer, and how it was reached."""
+
+    objective: str
+    status: RunStatus
+    answer: str
+    stopped_by: str | None = None
+    run_key: str
+    plan: Plan
+    results: dict[str, Any] = Field(default_factory=dict)
+    statuses: dict[str, NodeStatus] = Field(default_factory=dict)
+    reused: list[str] = Field(default_factory=list)
+    revisions: int = 0
+    repaired_plan: bool = False
+    llm_calls: int = 0
+    tokens: int = 0
+    duration_s: float = 0.0
+
+
+def result_of(report: RunReport, *, objective: str, answer: str, started: float,
+              repaired_plan: bool = False) -> PlanRunResult:
+    """The caller's view of a finished run's report."""
+    return PlanRunResult(
+        objective=objective, status=report.status, answer=answer, stopped_by=report.stopped_by,
+        run_key=report.run_key, plan=report.plan, results=report.results,
+        statuses={i: o.status for i, o in report.outcomes.items()}, reused=report.reused,
+        revisions=len(report.revisions), repaired_plan=repaired_plan, llm_calls=report.usage.llm_calls,
+        tokens=report.usage.tokens, duration_s=time.time() - started,
+    )
+
+
+def finish(result: PlanRunResult) -> PlanRunResult | State:
+    """The flow's return value: a FAILED run becomes a Failed state (red in the UI, failure hooks
+    and automations fire) that still carries the result, via `RunFailed.result`."""
+    if result.status != RunStatus.FAILED:
+        return result
+    failed = [i for i, s in result.statuses.items() if s == NodeStatus.FAILED]
+    why = result.stopped_by or (f"failed steps: {', '.join(failed)}" if failed else "failed")
+    return Failed(message=f"{result.objective[:80]}: {why}"[:500], data=RunFailed(result))
+
+
+def run_key_for(resume: str | None, flow_run_id: str, store: RunStore) -> str:
+    """The run key: this flow run's id, or the earlier run's key being resumed, which must exist."""
+    if resume is None:
+        return flow_run_id
+    if not store.knows_run(resume):
+        recent = ", ".join(store.recent_run_keys(5)) or "none yet"
+        raise UnknownRunKey(f"--resume {resume!r}: no run with this key in {store.path}; "
+                            f"recent run keys: {recent}")
+    return resume
+
+
+def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: ToolEnv, scope: PlanScope,
+                 agents: AgentRegistry, settings: Settings, store: RunStore, budgets: Budgets,
+                 approver: Approver, replanner: Replanner | None = None,
+                 script_base: Path | None = None) -> RunReport:
+    """Run a validated plan inside the current flow run: the part plans and workflows share."""
+    runner = ControlFlowRunner(env, agents, settings, policy=policy, stats=store.agent_stats(),
+                               script_base=script_base)
+    engine = Engine(runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
+                    approver=approver)
+    report = engine.run(valid, run_key)
+    if report.reused:
+        get_run_logger().info("reused finished sub-tasks: %s", ", ".join(report.reused))
+    return report
