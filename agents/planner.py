@@ -16,14 +16,13 @@ import controlflow as cf
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field, create_model
 
-from foreman import compat  # noqa: F401
 from foreman.agents.registry import AgentRegistry
+from foreman.cf_adapter.taskrun import run_task
 from foreman.engine.executor import ReplanRequest
 from foreman.engine.plan import ID_PATTERN, Plan, ResultKind, SubTask
 from foreman.engine.store import PastRun
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
 from foreman.errors import PlanningFailed
-from foreman.taskrun import run_task
 from foreman.tools.audit import AuditLog
 from foreman.tools.catalog import CATALOG
 

@@ -14,7 +14,7 @@ import controlflow as cf
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
-from foreman import compat  # noqa: F401  (ControlFlow fixes before any task is built)
+from foreman import cf_adapter
 from foreman.agents.models import ModelSettings, build_chat_model
 from foreman.errors import UnknownAgentError
 from foreman.settings import Settings, get_settings
@@ -142,6 +142,7 @@ def build_agent(
     """
     spec = (agents or registry).get(name)
     settings = settings or get_settings()
+    cf_adapter.apply()  # ControlFlow patched and version-checked before any agent exists
     return cf.Agent(
         name=spec.name,
         description=spec.description,

@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from foreman.cf_adapter import names
 from foreman.errors import ScriptExhausted
 
 SUCCEED = "$succeed"
@@ -59,9 +60,7 @@ class Turn(BaseModel):
     def task_ids(self) -> list[str]:
         """Ids of the ControlFlow tasks whose completion tools were bound this turn."""
         return [
-            name.removeprefix("mark_task_").removesuffix("_successful")
-            for name in self.tool_names
-            if name.startswith("mark_task_") and name.endswith("_successful")
+            names.task_id_of(name) for name in self.tool_names if names.is_success_tool(name)
         ]
 
 
@@ -175,9 +174,9 @@ def _tool_name(tool: Any) -> str:
 def _resolve(name: str, tool_names: list[str]) -> str:
     if name not in (SUCCEED, FAIL):
         return name
-    suffix = "_successful" if name == SUCCEED else "_failed"
+    wanted = names.is_success_tool if name == SUCCEED else names.is_failure_tool
     for candidate in tool_names:
-        if candidate.startswith("mark_task_") and candidate.endswith(suffix):
+        if wanted(candidate):
             return candidate
     raise ScriptExhausted(f"{name} was scripted but no completion tool is bound: {tool_names}")
 

@@ -1,7 +1,7 @@
 """Per-node overhead of ControlFlow tasks run as concurrent Prefect tasks, and what cuts it.
 
 Each node of the measured workloads is one ControlFlow task run the Foreman way
-(`foreman.taskrun.run_task`: audited, logged) inside its own Prefect task, submitted
+(`foreman.cf_adapter.taskrun.run_task`: audited, logged) inside its own Prefect task, submitted
 with `.submit()` from one Prefect flow (default ThreadPoolTaskRunner). The model is
 `ScriptedChatModel` answering in one turn after `latency` seconds, so with no overhead
 a workload takes exactly its critical path.
@@ -11,7 +11,7 @@ Workloads (per variant, in a fresh process, after a warm-up flow that is not tim
   * dag:   20 nodes in layers of 8, 8, 4 (width 8, depth 3; each node waits for two
            upstream results), at the first --latencies value (critical path = 3 turns)
 
-Variants (each cut alone, then together; `foreman.speedups` implements the cuts):
+Variants (each cut alone, then together; `foreman.cf_adapter.speedups` implements the cuts):
   baseline         ControlFlow 0.12.1 as shipped
   artifacts_off    only ControlFlow's markdown artifacts off
   nested_off       only ControlFlow's nested task runs off
@@ -86,8 +86,8 @@ def _child_setup(variant: str) -> None:
     if variant == "speedups_no_api_logs":
         os.environ["PREFECT_LOGGING_TO_API_ENABLED"] = "false"
     import foreman
-    import foreman.taskrun  # noqa: F401  (Foreman may apply its default speedups on import)
-    from foreman.speedups import apply_speedups, speedups_state
+    import foreman.cf_adapter.taskrun  # noqa: F401  (Foreman may apply its default speedups on import)
+    from foreman.cf_adapter.speedups import apply_speedups, speedups_state
 
     # Every variant sets all three switches, whatever Foreman applied by default.
     nested, artifacts, heartbeat_join = CUTS[variant]
@@ -136,7 +136,7 @@ def _child(args: argparse.Namespace) -> dict[str, Any]:
     from prefect import flow, task
 
     from foreman.agents.scripted import ScriptedChatModel, succeed
-    from foreman.taskrun import run_task
+    from foreman.cf_adapter.taskrun import run_task
     from foreman.tools.audit import audit_log
 
     log = audit_log()
@@ -325,7 +325,7 @@ def _profile_child(args: argparse.Namespace) -> dict[str, Any]:
     from prefect import flow, task
 
     from foreman.agents.scripted import ScriptedChatModel, succeed
-    from foreman.taskrun import run_task
+    from foreman.cf_adapter.taskrun import run_task
     from foreman.tools.audit import audit_log
 
     log = audit_log()

@@ -71,9 +71,9 @@ def run_engine(plan: Plan, latency: float, concurrency: int) -> dict[str, float]
     from foreman.agents.models import use_model
     from foreman.agents.registry import registry
     from foreman.agents.scripted import ScriptedChatModel, succeed
-    from foreman.engine.policy import RunPolicy
     from foreman.engine.cf_runner import ControlFlowRunner, build_scope
     from foreman.engine.executor import Budgets, Engine, NodeStatus
+    from foreman.engine.policy import RunPolicy
     from foreman.engine.store import run_store
     from foreman.engine.validate import validate_plan
     from foreman.settings import get_settings

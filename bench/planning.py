@@ -46,9 +46,9 @@ def main() -> None:
 
     from foreman.agents.models import describe_model
     from foreman.agents.planner import PlanningFailed
+    from foreman.agents.registry import registry
     from foreman.engine.cf_runner import build_scope
     from foreman.engine.policy import RunPolicy
-    from foreman.agents.registry import registry
     from foreman.flows.planner import make_planner
     from foreman.settings import get_settings
     from foreman.tools.catalog import ToolEnv

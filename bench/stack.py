@@ -26,7 +26,7 @@ import foreman
 import controlflow as cf
 from prefect import flow
 from foreman.agents.scripted import ScriptedChatModel, succeed
-from foreman.taskrun import run_task
+from foreman.cf_adapter.taskrun import run_task
 from foreman.tools.audit import audit_log
 t_import = time.perf_counter() - t0
 
@@ -60,7 +60,7 @@ def per_task(n: int) -> dict[str, float]:
     from prefect import flow, task
 
     from foreman.agents.scripted import ScriptedChatModel, succeed
-    from foreman.taskrun import run_task
+    from foreman.cf_adapter.taskrun import run_task
     from foreman.tools.audit import audit_log
 
     model = ScriptedChatModel(responder=lambda turn: succeed(1))

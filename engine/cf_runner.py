@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import controlflow as cf
-from controlflow.events.base import Event
-from controlflow.orchestration.handler import Handler
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 from foreman.agents.models import build_chat_model
 from foreman.agents.registry import AgentRegistry
 from foreman.agents.schemas import BUILTIN_SCHEMAS
+from foreman.cf_adapter.handlers import UsageCounter
+from foreman.cf_adapter.taskrun import private_flow, run_task
 from foreman.engine.eligibility import agent_table, eligible_agents, why_nobody
 from foreman.engine.executor import Usage
 from foreman.engine.plan import ResultKind, SubTask
@@ -33,7 +33,6 @@ from foreman.engine.store import AgentStats
 from foreman.engine.validate import PlanScope
 from foreman.errors import PolicyError
 from foreman.settings import Settings
-from foreman.taskrun import private_flow, run_task
 from foreman.tools.catalog import ToolEnv, build_tools
 
 RESULT_TYPES: dict[str, Any] = {
@@ -49,20 +48,6 @@ SCHEMAS: dict[str, type[BaseModel]] = dict(BUILTIN_SCHEMAS)
 def register_schema(name: str, model: type[BaseModel]) -> None:
     """Let plans name `model` as a sub-task's result type."""
     SCHEMAS[name] = model
-
-
-class UsageCounter(Handler):
-    """Counts model calls and tokens of one sub-task, for the run's budgets and summary."""
-
-    def __init__(self, usage: Usage) -> None:
-        self.usage = usage
-        self._lock = threading.Lock()
-
-    def on_agent_message(self, event: Event) -> None:
-        meta = event.message.get("usage_metadata") or {}
-        with self._lock:
-            self.usage.llm_calls += 1
-            self.usage.tokens += int(meta.get("total_tokens") or 0)
 
 
 class ControlFlowRunner:

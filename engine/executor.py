@@ -198,7 +198,7 @@ class Engine:
             hit = finished.get((sub.id, sub.fingerprint()))
             if hit is not None:
                 outcome = report.outcomes[sub.id]
-                outcome.status, outcome.agent, outcome.result = NodeStatus.COMPLETED, hit[0], hit[1]
+                outcome.status, outcome.agent, outcome.result = NodeStatus.COMPLETED, hit.agent, hit.value
                 outcome.reused, outcome.reason = True, "reused: finished in an earlier attempt of this run"
 
     def _ready(self, report: RunReport, running: dict) -> list[SubTask]:
@@ -315,7 +315,7 @@ class Engine:
     def _record(self, report: RunReport, node_id: str) -> None:
         o = report.outcomes[node_id]
         sub = report.plan.task(node_id)
-        self.store.record_node(report.run_key, node_id, o.agent, sub.capability, o.status.value,
+        self.store.record_node(report.run_key, node_id, o.agent, sub.capability, o.status,
                                o.duration_s, o.attempts, o.error)
 
     def _on_failure(self, node_id: str, report: RunReport, replans: int) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from foreman.engine.records import NodeStatus
 from foreman.sqlite import SqliteStore
 
 SCHEMA = """
@@ -46,6 +47,13 @@ STOP_WORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "by", "for", "from",
     "in", "into", "is", "it", "of", "on", "or", "the", "to", "with",
 })
+
+
+class FinishedResult(BaseModel):
+    """A sub-task result kept for resuming: who produced it (None for a script step) and what."""
+
+    agent: str | None
+    value: Any
 
 
 class AgentStats(BaseModel):
@@ -82,22 +90,25 @@ class RunStore(SqliteStore):
                 (run_key, node_id, fingerprint, agent, json.dumps(result, default=str), time.time()),
             )
 
-    def finished_results(self, run_key: str) -> dict[tuple[str, str], tuple[str | None, Any]]:
-        """(node id, fingerprint) -> (agent, result) for every sub-task this run finished."""
+    def finished_results(self, run_key: str) -> dict[tuple[str, str], FinishedResult]:
+        """(node id, fingerprint) -> what finished, for every sub-task this run finished."""
         with self._connect() as db:
             rows = db.execute(
                 "SELECT node_id, fingerprint, agent, result FROM node_results WHERE run_key = ?", (run_key,)
             ).fetchall()
-        return {(r["node_id"], r["fingerprint"]): (r["agent"], json.loads(r["result"])) for r in rows}
+        return {(r["node_id"], r["fingerprint"]): FinishedResult(agent=r["agent"], value=json.loads(r["result"]))
+                for r in rows}
 
     # --- learning ---------------------------------------------------------------
 
     def record_node(self, run_key: str, node_id: str, agent: str | None, capability: str | None,
-                    status: str, duration_s: float, attempts: int, error: str | None) -> None:
+                    status: NodeStatus | str, duration_s: float, attempts: int, error: str | None) -> None:
+        """One sub-task's outcome. `agent` is None for a script step, which no agent ran."""
         with self._connect() as db:
             db.execute(
                 "INSERT INTO node_outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_key, node_id, agent, capability, status, duration_s, attempts, error, time.time()),
+                (run_key, node_id, agent, capability, NodeStatus(status).value, duration_s, attempts, error,
+                 time.time()),
             )
 
     def record_run(self, run_key: str, objective: str, status: str, stopped_by: str | None,
@@ -132,7 +143,8 @@ class RunStore(SqliteStore):
         with self._connect() as db:
             rows = db.execute(
                 "SELECT agent, status, duration_s, at FROM node_outcomes"
-                " WHERE agent IS NOT NULL AND status IN ('COMPLETED', 'FAILED') ORDER BY at DESC"
+                " WHERE agent IS NOT NULL AND status IN (?, ?) ORDER BY at DESC",
+                (NodeStatus.COMPLETED.value, NodeStatus.FAILED.value),
             ).fetchall()
         by_agent: dict[str, list[sqlite3.Row]] = {}
         for row in rows:
@@ -143,14 +155,14 @@ class RunStore(SqliteStore):
         for agent, items in by_agent.items():
             streak = 0
             for row in items:  # newest first
-                if row["status"] != "FAILED":
+                if row["status"] != NodeStatus.FAILED.value:
                     break
                 streak += 1
-            failures = [r["at"] for r in items if r["status"] == "FAILED"]
+            failures = [r["at"] for r in items if r["status"] == NodeStatus.FAILED.value]
             stats[agent] = AgentStats(
                 agent=agent,
                 runs=len(items),
-                successes=sum(r["status"] == "COMPLETED" for r in items),
+                successes=sum(r["status"] == NodeStatus.COMPLETED.value for r in items),
                 mean_duration_s=sum(r["duration_s"] for r in items) / len(items),
                 consecutive_failures=streak,
                 last_failure_at=max(failures) if failures else None,

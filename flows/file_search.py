@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 
 from foreman.agents.models import describe_model
 from foreman.agents.registry import build_agent
+from foreman.cf_adapter.taskrun import private_flow, run_step
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import get_settings
-from foreman.taskrun import private_flow, run_step
 from foreman.tools.catalog import ToolEnv, build_tools
 from foreman.tools.files import workspace_paths
 

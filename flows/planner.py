@@ -23,6 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from foreman.agents.models import build_chat_model, describe_model, uses_embedded_model
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
+from foreman.cf_adapter.taskrun import run_task
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
@@ -34,7 +35,6 @@ from foreman.errors import TaskNotCompleted
 from foreman.flows.approval import approver_for
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
-from foreman.taskrun import run_task
 from foreman.tools.catalog import ToolEnv
 
 

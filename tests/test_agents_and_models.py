@@ -13,8 +13,8 @@ from pydantic import BaseModel
 from foreman.agents.models import ModelConfigError, ModelSettings, build_chat_model, parse_model
 from foreman.agents.registry import AgentSpec, UnknownAgentError, build_agent, registry
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, succeed, succeed_model
+from foreman.cf_adapter.taskrun import run_task
 from foreman.settings import Settings
-from foreman.taskrun import run_task
 from foreman.tools.catalog import ToolEnv, UnknownToolError
 
 

@@ -1,4 +1,4 @@
-"""`foreman.speedups`: ControlFlow still works, in parallel, without its nested Prefect bookkeeping.
+"""`foreman.cf_adapter.speedups`: ControlFlow still works, in parallel, without its nested Prefect bookkeeping.
 
 What is proven, with the real ControlFlow + Prefect path and a scripted model:
 * a multi-turn task that calls an audited Foreman tool and a probe tool completes with the
@@ -26,8 +26,8 @@ from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext, TaskRunContext
 
 from foreman.agents.scripted import ScriptedChatModel, call, succeed
-from foreman.speedups import NESTED_TASK_METHODS, apply_speedups, speedups_state
-from foreman.taskrun import run_task
+from foreman.cf_adapter.speedups import NESTED_TASK_METHODS, apply_speedups, speedups_state
+from foreman.cf_adapter.taskrun import run_task
 from foreman.tools.catalog import ToolEnv, build_tool
 
 CF_ARTIFACT_KEYS = {"agent-message", "tool-result"}

@@ -9,7 +9,18 @@ from typing import Any
 from rich.table import Table
 
 from foreman.cli._output import console, ui_hint
+from foreman.engine.records import RunStatus
 from foreman.engine.runs import PlanRunResult
+
+
+def finished_result(state: Any) -> PlanRunResult:
+    """The result a flow-run state carries: the returned one, or the one a FAILED run keeps."""
+    from foreman.errors import RunFailed
+
+    try:
+        return state.result()
+    except RunFailed as exc:
+        return exc.result
 
 
 def result_json(result: PlanRunResult, flow_run_id: Any) -> str:
@@ -30,7 +41,7 @@ def render_result(result: PlanRunResult, flow_run_id: Any, *, as_json: bool = Fa
     console.print(table)
     if result.reused:
         console.print(f"reused finished {what}s: {', '.join(result.reused)}")
-    colour = "green" if result.status.value == "COMPLETED" else "red"
+    colour = "green" if result.status == RunStatus.COMPLETED else "red"
     console.print(f"[{colour}]{result.status.value}[/{colour}]"
                   + (f" (stopped by {result.stopped_by})" if result.stopped_by else ""))
     console.print(f"[bold]answer:[/bold] {result.answer}", highlight=False)

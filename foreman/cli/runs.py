@@ -15,6 +15,7 @@ from rich.table import Table
 
 from foreman.cli._output import console, errors_console, fail, reporting, ui_hint
 from foreman.cli.options import APPROVE_HERE, approve_in, check_model
+from foreman.engine.records import RunStatus
 
 JSON = typer.Option("--json", help="Print the whole result as JSON on stdout, nothing else there.")
 
@@ -44,9 +45,8 @@ def run(
     as_json: Annotated[bool, JSON] = False,
 ) -> None:
     """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
-    from foreman.cli.render import render_result
+    from foreman.cli.render import finished_result, render_result
     from foreman.engine.policy import RunPolicy
-    from foreman.errors import RunFailed
     from foreman.flows.planner import plan_and_run
 
     with reporting(), quiet_prefect(as_json):
@@ -57,12 +57,9 @@ def run(
                              allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
                              max_concurrency=max_concurrency, resume=resume, approve_in=approve_in(approve_here),
                              return_state=True)
-        try:
-            result = state.result()
-        except RunFailed as exc:
-            result = exc.result
+        result = finished_result(state)
         render_result(result, state.state_details.flow_run_id, as_json=as_json)
-    if result.status.value == "FAILED":
+    if result.status == RunStatus.FAILED:
         raise typer.Exit(code=1)
 
 

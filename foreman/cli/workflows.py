@@ -9,6 +9,7 @@ import typer
 
 from foreman.cli._output import console, fail, reporting
 from foreman.cli.options import APPROVE_HERE, PARAM, approve_in, params
+from foreman.engine.records import RunStatus
 
 if TYPE_CHECKING:
     from foreman.engine.workflow import Workflow
@@ -108,9 +109,8 @@ def workflow_run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON on stdout.")] = False,
 ) -> None:
     """Run a workflow file now, with these params."""
-    from foreman.cli.render import render_result
+    from foreman.cli.render import finished_result, render_result
     from foreman.cli.runs import quiet_prefect
-    from foreman.errors import RunFailed
     from foreman.flows.workflow import run_workflow
 
     with reporting(), quiet_prefect(as_json):
@@ -119,10 +119,7 @@ def workflow_run(
                              workspace=str(workspace) if workspace else None, allow_write=allow_write,
                              allow_code=allow_code, resume=resume, approve_in=approve_in(approve_here),
                              return_state=True)
-        try:
-            result = state.result()
-        except RunFailed as exc:
-            result = exc.result
+        result = finished_result(state)
         render_result(result, state.state_details.flow_run_id, as_json=as_json, what="step")
-    if result.status.value != "COMPLETED":
+    if result.status != RunStatus.COMPLETED:
         raise typer.Exit(code=1)

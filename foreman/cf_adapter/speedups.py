@@ -24,7 +24,7 @@ worse properties than cost:
    process-wide `InMemoryHistory` that walk grows with every task the process ever ran
    (~100 ms per step after 5 steps, ~300 ms after 80) and races with other threads
    writing it: 17-18 of 24 concurrent steps failed ("dictionary changed size during
-   iteration", "Failed to resolve inputs in parameter 'self'"). `foreman.taskrun.run_task`
+   iteration", "Failed to resolve inputs in parameter 'self'"). `foreman.cf_adapter.taskrun.run_task`
    now gives each run a private history, which stops the growth and those failures; the
    walk itself remains, and so does:
 2. **`self` is bound through a shared function object.** Prefect's `Task.__get__` stores
@@ -46,7 +46,7 @@ What `apply_speedups()` changes, and why each change is safe
   *What you lose:* the "Run agent orchestrator", "Call LLM" and "Tool call: X" task runs
   nested under each sub-task in the Prefect UI, with their own states and tracebacks.
   Tool calls and model replies still appear in the sub-task's run log, written by
-  `foreman.taskrun.RunLogHandler` ("agent calls tool(args)", "tool X returned: ...",
+  `foreman.cf_adapter.taskrun.RunLogHandler` ("agent calls tool(args)", "tool X returned: ...",
   "tool X refused or failed: ..."), and every call of a Foreman tool in the audit log.
   Two side effects: `TaskRunContext` / `get_run_logger()` inside a tool now give the
   sub-task's run, and `print()` inside tools follows the sub-task's `log_prints`
@@ -82,7 +82,7 @@ the stock behaviour exactly. If ControlFlow or Prefect change shape (other versi
 affected cut is skipped with a warning rather than guessed.
 
 Use: call `apply_speedups()` once per process, before sub-tasks run, from a module that
-already imports ControlFlow (e.g. `foreman.taskrun` or the planner flow), not from
+already imports ControlFlow (e.g. `foreman.cf_adapter.taskrun` or the planner flow), not from
 `foreman/__init__` (this module imports ControlFlow, which takes seconds).
 """
 
@@ -98,7 +98,7 @@ from typing import Any
 
 import controlflow  # noqa: F401  (ControlFlow's modules must exist before we patch them)
 
-logger = logging.getLogger("foreman.speedups")
+logger = logging.getLogger("foreman.cf_adapter.speedups")
 
 # (module, class, attribute): the methods ControlFlow decorated with `prefect_task`.
 NESTED_TASK_METHODS: tuple[tuple[str, str, str], ...] = (
@@ -138,7 +138,7 @@ def _set_nested_task_runs(enabled: bool) -> None:
             continue  # already unwrapped
         if not isinstance(current, PrefectTask) or not callable(getattr(current, "fn", None)):
             warnings.warn(
-                f"foreman.speedups: {class_name}.{attr} is not a Prefect task in this "
+                f"foreman.cf_adapter.speedups: {class_name}.{attr} is not a Prefect task in this "
                 f"ControlFlow version; left as it is",
                 RuntimeWarning,
                 stacklevel=3,
@@ -160,7 +160,7 @@ def _set_artifacts(enabled: bool) -> None:
             continue
         if not hasattr(module, "create_markdown_artifact"):
             warnings.warn(
-                f"foreman.speedups: {module_name} has no create_markdown_artifact in this "
+                f"foreman.cf_adapter.speedups: {module_name} has no create_markdown_artifact in this "
                 f"ControlFlow version; left as it is",
                 RuntimeWarning,
                 stacklevel=3,
@@ -187,7 +187,7 @@ def _set_flow_heartbeat_join(enabled: bool) -> None:
         accepts_flag = False
     if not accepts_flag:
         warnings.warn(
-            "foreman.speedups: prefect.flow_engine._send_heartbeats has changed shape in this "
+            "foreman.cf_adapter.speedups: prefect.flow_engine._send_heartbeats has changed shape in this "
             "Prefect version; flow runs keep waiting for their heartbeat thread",
             RuntimeWarning,
             stacklevel=3,

@@ -12,14 +12,14 @@ import logging
 from typing import Any
 
 import controlflow as cf
-from controlflow.events.base import Event
 from controlflow.events.history import InMemoryHistory
 from controlflow.orchestration.handler import Handler
 
-from foreman import compat  # noqa: F401
+from foreman import cf_adapter
+from foreman.cf_adapter.handlers import AuditHandler, RunLogHandler
+from foreman.cf_adapter.names import ran_out_of_calls
 from foreman.errors import TaskNotCompleted
 from foreman.tools.audit import AuditLog
-from foreman.tools.scope import AuditHandler
 
 logger = logging.getLogger("foreman.run")
 
@@ -36,35 +36,6 @@ def private_flow(name: str | None = None, tools: list | None = None, **kwargs: A
     return cf.Flow(name=name, tools=tools or [], history=InMemoryHistory(history={}), **kwargs)
 
 
-class RunLogHandler(Handler):
-    """Writes each agent turn's tool calls and results into the Prefect run's log."""
-
-    def _log(self) -> logging.Logger | logging.LoggerAdapter:
-        try:
-            from prefect import get_run_logger
-
-            return get_run_logger()
-        except Exception:  # noqa: BLE001  (outside a Prefect run)
-            return logger
-
-    def on_agent_message(self, event: Event) -> None:
-        message = event.message  # a dict in ControlFlow's events
-        agent = getattr(event.agent, "name", "?")
-        if message.get("content"):
-            self._log().info("%s says: %s", agent, str(message["content"])[:500])
-        for call in message.get("tool_calls") or []:
-            self._log().info("%s calls %s(%s)", agent, call["name"], str(call["args"])[:300])
-
-    def on_tool_result(self, event: Event) -> None:
-        result = event.tool_result
-        name = result.tool_call.get("name")
-        text = result.str_result[:300]
-        if result.is_error:
-            self._log().warning("tool %s refused or failed: %s", name, text)
-        else:
-            self._log().info("tool %s returned: %s", name, text)
-
-
 def run_task(
     task: cf.Task,
     *,
@@ -78,6 +49,7 @@ def run_task(
     `max_llm_calls` caps the task's own model calls (ControlFlow's `Task.max_llm_calls`),
     so that a budget holds for this task whatever the orchestrator's default is.
     """
+    cf_adapter.apply()
     if max_llm_calls is not None:
         task.max_llm_calls = max_llm_calls
     if flow is None:
@@ -101,18 +73,11 @@ def run_task(
         reason = str(task.result or "the agent marked it failed")
         # ControlFlow's own wording when Task.max_llm_calls ends it
         raise TaskNotCompleted(task.friendly_name(), task.status.value,
-                               out_of_calls if "Max LLM calls reached" in reason else reason)
+                               out_of_calls if ran_out_of_calls(reason) else reason)
     raise TaskNotCompleted(task.friendly_name(), task.status.value, out_of_calls)
 
 
-def run_step(
-    task: cf.Task,
-    *,
-    audit: AuditLog,
-    max_llm_calls: int | None = None,
-    flow: cf.Flow | None = None,
-    extra_handlers: list[Handler] | None = None,
-) -> Any:
+def run_step(task: cf.Task, *, audit: AuditLog, max_llm_calls: int | None = None, flow: cf.Flow | None = None) -> Any:
     """`run_task` inside a Prefect task run named after the task, so the UI shows each step.
 
     The ControlFlow objects are passed `quote`d: Prefect must not walk them looking for
@@ -124,7 +89,6 @@ def run_step(
 
     @prefect_task(name=task.name or "step", cache_policy=NONE, persist_result=False)
     def step(quoted_task: Any, quoted_flow: Any) -> Any:
-        return run_task(quoted_task, audit=audit, max_llm_calls=max_llm_calls, flow=quoted_flow,
-                        extra_handlers=extra_handlers)
+        return run_task(quoted_task, audit=audit, max_llm_calls=max_llm_calls, flow=quoted_flow)
 
     return step(quote(task), quote(flow))
