@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,19 @@ def test_from_settings_uses_workspace_and_read_cap(root: Path) -> None:
     assert ws.root == root.resolve()
     assert ws.max_read_bytes == 123
     assert ws.allow_write is False
+    assert ws.allow_hardlinks is False
+    allowing = SimpleNamespace(workspace=root, file_max_read_bytes=1, file_allow_hardlinks=True)
+    assert Workspace.from_settings(allowing).allow_hardlinks is True
+
+
+def test_hardlink_setting_is_off_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from foreman.settings import Settings
+
+    assert Settings().file_allow_hardlinks is False
+    monkeypatch.setenv("FOREMAN_FILE_ALLOW_HARDLINKS", "true")
+    assert Settings().file_allow_hardlinks is True
 
 
 @pytest.mark.parametrize("bad", ["../outside.txt", "notes/../../outside.txt", "/etc/passwd"])
@@ -187,3 +201,100 @@ def test_missing_root_explains_how_to_fix(tmp_path: Path) -> None:
     ws = Workspace(root=tmp_path / "absent", max_read_bytes=10)
     with pytest.raises(FileNotFoundError, match="FOREMAN_WORKSPACE"):
         files.list_files(ws)
+
+
+def test_hidden_paths_named_directly_are_refused_by_every_tool(ws: Workspace) -> None:
+    writable = ws.model_copy(update={"allow_write": True})
+    calls = [
+        lambda: files.read_file(ws, ".env"),
+        lambda: files.read_file(ws, "notes/../.git/config"),
+        lambda: files.list_files(ws, ".git"),
+        lambda: files.search_files(ws, "beta", directory=".git"),
+        lambda: files.write_file(writable, ".env", "x"),
+    ]
+    for call in calls:
+        with pytest.raises(ToolRefused, match="hidden") as info:
+            call()
+        assert "name a visible path" in str(info.value)
+
+
+def test_a_symlink_loop_does_not_break_listings_or_schemas(
+    ws: Workspace, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (root / "a").symlink_to("b")
+    (root / "b").symlink_to("a")
+    (root / "notes" / "self").symlink_to("self")
+    (root / "gone").symlink_to("nowhere")
+    caplog.set_level("WARNING", logger="foreman.tools.files")
+    assert files.list_files(ws) == ["notes/a.txt", "todo.txt"]
+    assert files.workspace_paths(ws) == ["notes/a.txt", "todo.txt"]
+    assert files.workspace_dirs(ws) == [".", "notes"]
+    assert len(files.search_files(ws, "beta")) == 2
+    assert "symlink loop" in caplog.text and "dangling symlink" in caplog.text
+    with pytest.raises(ToolRefused, match="symlink loop"):
+        files.read_file(ws, "a")
+    with pytest.raises(ToolRefused, match="does not exist"):
+        files.read_file(ws, "gone")
+
+
+def test_hardlinked_files_are_refused_naming_the_setting(ws: Workspace, root: Path) -> None:
+    os.link(root.parent / "outside.txt", root / "linked.txt")
+    with pytest.raises(ToolRefused, match="FOREMAN_FILE_ALLOW_HARDLINKS=true"):
+        files.read_file(ws, "linked.txt")
+    assert "linked.txt" not in files.list_files(ws)
+    assert not [m for m in files.search_files(ws, "outside") if "path" in m]
+    allowed = ws.model_copy(update={"allow_hardlinks": True})
+    assert files.read_file(allowed, "linked.txt") == "outside beta\n"
+
+
+@pytest.mark.timeout(10)
+def test_fifos_and_sockets_are_refused_without_hanging(ws: Workspace, root: Path) -> None:
+    import stat
+
+    os.mkfifo(root / "pipe")
+    os.mknod(root / "sock", stat.S_IFSOCK | 0o600)
+    with pytest.raises(ToolRefused, match="fifo, not a regular file"):
+        files.read_file(ws, "pipe")
+    with pytest.raises(ToolRefused, match="socket"):
+        files.read_file(ws, "sock")
+    assert files.list_files(ws) == ["notes/a.txt", "todo.txt"]
+    assert len(files.search_files(ws, "beta")) == 2
+    writable = ws.model_copy(update={"allow_write": True})
+    with pytest.raises(ToolRefused, match="only regular files can be written"):
+        files.write_file(writable, "pipe", "x")
+
+
+def test_write_through_an_inside_symlink_writes_its_target(ws: Workspace, root: Path) -> None:
+    (root / "alias.txt").symlink_to("todo.txt")
+    (root / "notes_link").symlink_to(root / "notes")
+    writable = ws.model_copy(update={"allow_write": True})
+    assert files.write_file(writable, "alias.txt", "new todo") == "Wrote 8 bytes to todo.txt."
+    assert (root / "alias.txt").is_symlink() and (root / "todo.txt").read_text() == "new todo"
+    assert "notes/b.txt" in files.write_file(writable, "notes_link/b.txt", "b")
+    assert (root / "notes" / "b.txt").read_text() == "b"
+
+
+def test_listing_a_symlinked_folder_inside_lists_its_real_paths(ws: Workspace, root: Path) -> None:
+    (root / "notes_link").symlink_to("notes")
+    assert files.list_files(ws, "notes_link") == ["notes/a.txt"]
+    assert files.list_files(ws) == ["notes/a.txt", "todo.txt"]  # the link itself is not entered
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_walk_is_not_followed(
+    ws: Workspace, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deterministic version of the race: the swap lands between lstat and open."""
+    outside_dir = root.parent / "elsewhere"
+    outside_dir.mkdir()
+    (outside_dir / "a.txt").write_text("outside secret")
+    real_open = os.open
+
+    def swapping_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if path == "notes" and not (root / "notes").is_symlink():
+            (root / "notes").rename(root / "notes.real")
+            (root / "notes").symlink_to(outside_dir)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", swapping_open)
+    with pytest.raises(ToolRefused, match="symlink"):
+        files.read_file(ws, "notes/a.txt")
