@@ -85,7 +85,22 @@ class Settings(BaseSettings):
     code_cpu_s: int = Field(default=10, gt=0)
     code_memory_mb: int = Field(default=512, gt=0)
     code_max_output_bytes: int = Field(default=64_000, gt=0)
+    code_disk_mb: int = Field(
+        default=64,
+        gt=0,
+        description=(
+            "Space the sandboxed code may write (bwrap): its working folder and /tmp share one "
+            "tmpfs of this size, held in RAM, plus up to 16 MB of /dev/shm."
+        ),
+    )
     file_max_read_bytes: int = Field(default=200_000, gt=0)
+    file_allow_hardlinks: bool = Field(
+        default=False,
+        description=(
+            "Let file tools read files that have more than one hard link. Off by default: the "
+            "other link may be a file outside the workspace, which no path check can see."
+        ),
+    )
 
     # --- people in the loop ------------------------------------------------------
     approval_tools: Annotated[list[str], NoDecode] = Field(
