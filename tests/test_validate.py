@@ -128,3 +128,10 @@ def test_condition_language_refuses_anything_else(source: str) -> None:
 def test_condition_on_a_wrong_type_says_so() -> None:
     with pytest.raises(ConditionError, match="failed on these results"):
         parse_condition("count > 3").evaluate({"count": "many"})
+
+
+def test_an_oversized_plan_is_refused_by_its_size_alone_before_the_costly_checks() -> None:
+    # 30,000 steps used to take minutes: the duplicate-id check ran first and was quadratic
+    huge = Plan(tasks=[node(f"s{i % 7}", depends_on=[f"s{(i + 1) % 7}"]) for i in range(30_000)])
+    errs = errors(huge)
+    assert errs == ["tasks: 30000 sub-tasks; the limit is 6: merge some"]
