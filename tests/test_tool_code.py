@@ -6,9 +6,12 @@ skipped where bubblewrap is missing or cannot start (e.g. a container without na
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,10 +21,17 @@ from types import SimpleNamespace
 import pytest
 
 from foreman.tools import code
-from foreman.tools.code import CodeLimits, isolation_report, run_python, sandbox_works
+from foreman.tools.code import (
+    CodeLimits,
+    isolation_report,
+    run_python,
+    sandbox_python,
+    sandbox_works,
+)
 
 LIMITS = CodeLimits(timeout_s=5, cpu_s=5, memory_mb=256, max_output_bytes=10_000)
 NET_SANDBOXES = [kind for kind in ("bwrap", "unshare") if sandbox_works(kind)]
+ALL_SANDBOXES = [*NET_SANDBOXES, "none"]
 needs_bwrap = pytest.mark.skipif(not sandbox_works("bwrap"), reason="bubblewrap is not usable here")
 
 CONNECT = """
@@ -66,6 +76,9 @@ def test_from_settings() -> None:
     assert CodeLimits.from_settings(settings) == CodeLimits(
         timeout_s=3.0, cpu_s=2, memory_mb=100, max_output_bytes=50
     )
+    settings.code_disk_mb = 8
+    assert CodeLimits.from_settings(settings).disk_mb == 8
+    assert CodeLimits.from_settings(settings).shm_mb == 8  # /dev/shm: never more than disk_mb
 
 
 def test_runs_code_and_reports_output_and_exit_code() -> None:
@@ -249,3 +262,186 @@ def test_no_sandbox_run_is_still_limited_and_says_so() -> None:
     result = run_python("import os; print(os.getcwd())", LIMITS, sandbox="none")
     assert "NO SANDBOX" in result.isolation
     assert Path(result.stdout.strip()).name.startswith("foreman-code-")
+
+
+# --- what the attack run found: memory outside the limit, site-packages, killing Foreman ---
+
+SMALL_DISK = LIMITS.model_copy(update={"disk_mb": 8})
+
+FILL = """
+import os
+def fill(folder, name):
+    written = 0
+    try:
+        for i in range(300):  # 300 files of 1 MB: each under the per-file cap
+            with open(os.path.join(folder, f"{name}{i}"), "wb") as f:
+                f.write(b"x" * (1 << 20))
+            written += 1
+    except OSError as exc:
+        return f"{written} {exc.strerror}"
+    return f"{written} done"
+"""
+
+
+def _filled(result: code.CodeResult) -> dict[str, tuple[int, str]]:
+    """'folder MB how' lines from FILL scripts, as {folder: (MB, how)}."""
+    rows = [line.split(" ", 2) for line in result.stdout.splitlines()]
+    return {folder: (int(mb), how) for folder, mb, how in rows}
+
+
+@needs_bwrap
+def test_bwrap_dev_shm_is_a_small_capped_tmpfs() -> None:
+    source = (
+        FILL
+        + """
+print("/dev/shm", fill("/dev/shm", "s"))
+try:
+    open("/dev/planted", "w")
+    print("/dev 1 writable")
+except OSError as exc:
+    print("/dev 0", exc.strerror)
+"""
+    )
+    started = time.monotonic()
+    result = run_python(source, SMALL_DISK, sandbox="bwrap")
+    assert time.monotonic() - started < 10
+    filled = _filled(result)
+    assert filled["/dev/shm"] == (8, "No space left on device"), result  # not 300 MB of RAM
+    assert filled["/dev"] == (0, "Read-only file system")  # the rest of /dev cannot be filled
+    assert "/dev/shm (8 MB tmpfs)" in result.isolation
+
+
+@needs_bwrap
+def test_bwrap_work_dir_and_tmp_share_one_capped_tmpfs() -> None:
+    source = (
+        FILL
+        + """
+print(".", fill(".", "w"))
+print("/tmp", fill("/tmp", "t"))
+print("x", os.statvfs(".").f_blocks * os.statvfs(".").f_frsize // (1 << 20), "MB")
+"""
+    )
+    result = run_python(source, SMALL_DISK, sandbox="bwrap")
+    filled = _filled(result)
+    # 8 MB in all, not 300 MB of host disk: the work folder took it, /tmp had none left.
+    assert filled["."] == (8, "No space left on device"), result
+    assert filled["/tmp"] == (0, "No space left on device")
+    assert filled["x"] == (8, "MB")
+    assert "the working folder and /tmp (8 MB tmpfs, shared)" in result.isolation
+
+
+@needs_bwrap
+def test_bwrap_without_tmpfs_sizes_binds_the_host_folder_and_closes_dev_shm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An older bwrap without --size: no unbounded tmpfs is mounted in place of a capped one.
+    monkeypatch.setattr(code, "_bwrap_has_size", lambda: False)
+    source = (
+        FILL
+        + """
+print("/dev/shm", fill("/dev/shm", "s"))
+open("made.txt", "w").write("x")
+print("cwd 1", os.listdir("."))
+"""
+    )
+    result = run_python(source, SMALL_DISK, sandbox="bwrap")
+    filled = _filled(result)
+    assert filled["/dev/shm"] == (0, "Read-only file system"), result
+    assert filled["cwd"] == (1, "['made.txt']")
+    assert "lacks --size" in result.isolation
+
+
+@functools.cache
+def _base_has(module: str) -> bool:
+    """Whether the base interpreter would import `module` with its normal sys.path."""
+    done = subprocess.run(
+        [str(sandbox_python()), "-I", "-c", f"import {module}"], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+IMPORTS = """
+import sys
+for name in ("yaml", "pydantic", "json", "sqlite3", "ctypes", "asyncio"):
+    try:
+        __import__(name)
+        print(name, "ok")
+    except ImportError:
+        print(name, "missing")
+print("site-packages on path:", any("-packages" in p for p in sys.path))
+"""
+
+
+@pytest.mark.parametrize("kind", ALL_SANDBOXES)
+def test_only_the_standard_library_is_importable(kind: str) -> None:
+    if not (_base_has("yaml") and _base_has("pydantic")):
+        pytest.skip("the base interpreter has no yaml/pydantic to hide here")
+    result = run_python(IMPORTS, LIMITS, sandbox=kind)
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["yaml missing", "pydantic missing"], result
+    assert lines[2:6] == ["json ok", "sqlite3 ok", "ctypes ok", "asyncio ok"]
+    assert lines[6] == "site-packages on path: False"
+
+
+@needs_bwrap
+def test_bwrap_hides_site_packages_even_when_put_back_on_sys_path() -> None:
+    site_dirs = code._site_dirs(sandbox_python())
+    if not site_dirs or not _base_has("yaml"):
+        pytest.skip("the base interpreter has no site-packages with yaml to hide")
+    source = f"import os, sys\nsys.path[:0] = {[str(d) for d in site_dirs]!r}\n"
+    source += f"print(os.listdir({str(site_dirs[0])!r}))\n" + IMPORTS
+    result = run_python(source, LIMITS, sandbox="bwrap")
+    assert result.stdout.startswith("[]\nyaml missing\npydantic missing\n"), result
+
+
+STAND_IN = """
+import importlib.util, sys
+# Load the very module under test, as Foreman would use it.
+spec = importlib.util.spec_from_file_location("code_under_test", sys.argv[1])
+code = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = code
+spec.loader.exec_module(code)
+limits = code.CodeLimits(timeout_s=5, cpu_s=5, memory_mb=256, max_output_bytes=1000)
+result = code.run_python("import os\\nos.kill(os.getppid(), 9)", limits, sandbox=sys.argv[2])
+print("foreman survived; the snippet's run ended", result.exit_code)
+"""
+
+
+@pytest.mark.parametrize("kind", ALL_SANDBOXES)
+def test_killing_its_parent_does_not_kill_foreman(kind: str) -> None:
+    # A stand-in Foreman process runs the snippet, so a regression fails this test
+    # instead of killing the test run itself.
+    done = subprocess.run(
+        [sys.executable, "-c", STAND_IN, code.__file__, kind],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"the stand-in Foreman died ({done.returncode}): {done.stderr}"
+    assert "foreman survived" in done.stdout
+
+
+@pytest.mark.skipif("unshare" not in NET_SANDBOXES, reason="unshare does not work here")
+def test_unshare_code_cannot_see_or_signal_host_processes() -> None:
+    if not code._unshare_pid_ns():
+        pytest.skip("unshare cannot make a pid namespace here")
+    source = f"""
+import os
+try:
+    os.kill({os.getpid()}, 0)
+    print("can signal foreman")
+except ProcessLookupError:
+    print("foreman is invisible")
+print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+"""
+    result = run_python(source, LIMITS, sandbox="unshare")
+    assert result.stdout.splitlines() == ["foreman is invisible", "[1, 2]"], result
+    assert "own pid namespace" in result.isolation
+
+
+@pytest.mark.parametrize("kind", ALL_SANDBOXES)
+def test_exit_codes_and_signal_deaths_pass_through_the_supervisor(kind: str) -> None:
+    assert run_python("import sys; sys.exit(7)", LIMITS, sandbox=kind).exit_code == 7
+    killed = run_python("import os; os.kill(os.getpid(), 15)", LIMITS, sandbox=kind)
+    assert killed.exit_code == -15 and not killed.timed_out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -10,9 +13,12 @@ from types import SimpleNamespace
 from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
+import httpx
+import pydantic
 import pytest
 
 from foreman.errors import ToolRefused
+from foreman.tools import http
 from foreman.tools.http import FetchError, HttpPolicy, fetch_url, host_allowed
 
 
@@ -177,3 +183,137 @@ def test_http_error_and_connection_failure_raise_fetch_error(base: str) -> None:
 )
 def test_host_patterns(host: str, allowed: bool) -> None:
     assert host_allowed(host, ["example.org", "*.python.org"]) is allowed
+
+
+# --- one deadline for the whole fetch, against a server that trickles bytes ----------
+
+TRICKLE_FOR_S = 5.0  # the trickle server gives up (and answers properly) after this long
+
+
+@pytest.fixture(scope="module")
+def trickler() -> Iterator[int]:
+    """A raw-socket HTTP server that sends its answer a byte at a time.
+
+    GET /headers: the status line, then one header byte every 0.25 s (headers never end
+    within TRICKLE_FOR_S). GET /body: complete headers, then one body byte every 0.9 s;
+    0.9 s is under the per-read timeout but over the deadline's slack, so only a real
+    whole-fetch deadline stops it in time.
+    """
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def trickle(conn: socket.socket, first: bytes, drip: bytes, every: float, last: bytes) -> None:
+        conn.sendall(first)
+        ends = time.monotonic() + TRICKLE_FOR_S
+        while not stop.is_set() and time.monotonic() < ends:
+            time.sleep(every)
+            conn.sendall(drip)
+        conn.sendall(last)
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = conn.recv(65536)
+                if request.startswith(b"GET /headers"):
+                    trickle(
+                        conn,
+                        b"HTTP/1.1 200 OK\r\nX-Slow: ",
+                        b"a",
+                        0.25,
+                        b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                else:
+                    head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+                    trickle(conn, head, b"b", 0.9, b"")
+            except OSError:  # the client gave up and closed the connection: expected
+                pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    server.close()
+
+
+@pytest.mark.parametrize(("path", "phase"), [("/headers", "response headers"), ("/body", "body")])
+def test_one_deadline_holds_while_the_server_trickles(trickler: int, path: str, phase: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        fetch_url(f"http://127.0.0.1:{trickler}{path}", policy(timeout_s=1.0))
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.5, f"the 1s deadline held for {elapsed:.2f}s"
+    message = str(info.value)
+    # The message states the real deadline and the real elapsed time, and where it stopped.
+    assert "timed out" in message and "1s deadline" in message and phase in message
+    stated = float(re.search(r"stopped after (\d+\.\d+)s", message).group(1))  # type: ignore[union-attr]
+    assert 1.0 <= stated < 1.5
+
+
+def test_fetch_works_when_called_from_inside_an_event_loop(base: str) -> None:
+    # The fetch runs its own loop in a thread, so an async caller (a tool invoked from an
+    # async flow) does not trip asyncio.run's "cannot be called from a running event loop".
+    async def caller() -> str:
+        return fetch_url(f"{base}/hello", policy())
+
+    assert asyncio.run(caller()) == "héllo wörld"
+
+
+# --- host:port entries ---------------------------------------------------------------
+
+
+def test_a_host_port_entry_allows_that_port_only(base: str, server: int) -> None:
+    assert (
+        fetch_url(f"{base}/hello", policy(allowed_hosts=[f"127.0.0.1:{server}"])) == "héllo wörld"
+    )
+    with pytest.raises(ToolRefused, match=f"port {server} is not allowed \\(only port 1\\)"):
+        fetch_url(f"{base}/hello", policy(allowed_hosts=["127.0.0.1:1"]))
+    assert Handler.seen == ["/hello"]  # the refused call sent nothing
+
+
+def test_a_redirect_to_another_port_of_an_allowed_host_is_refused(base: str, server: int) -> None:
+    only_this_port = policy(allowed_hosts=[f"127.0.0.1:{server}"])
+    with pytest.raises(ToolRefused, match="redirect 1 to host '127.0.0.1' on port 4200"):
+        fetch_url(f"{base}/redirect?to=http://127.0.0.1:4200/api/health", only_this_port)
+
+
+def test_a_url_without_a_port_uses_the_scheme_default() -> None:
+    only_80 = policy(allowed_hosts=["127.0.0.1:80", "[::1]:443"])
+    http._check(httpx.URL("http://127.0.0.1/x"), only_80, "the URL")
+    http._check(httpx.URL("https://[::1]/x"), only_80, "the URL")
+    with pytest.raises(ToolRefused, match="on port 443"):
+        http._check(httpx.URL("https://127.0.0.1/x"), only_80, "the URL")
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "allowed"),
+    [
+        ("localhost", 8080, True),
+        ("localhost", 4200, False),  # the entry names one port
+        ("localhost", None, False),
+        ("127.0.0.1", 4200, True),  # a bare host still means every port (as before)
+        ("docs.python.org", 443, True),
+        ("docs.python.org", 80, False),
+        ("::1", 8080, True),
+        ("::1", 8081, False),
+        ("fe80::1", 9, True),  # a bare IPv6 address: any port
+    ],
+)
+def test_host_port_patterns(host: str, port: int | None, allowed: bool) -> None:
+    entries = ["localhost:8080", "127.0.0.1", "*.python.org:443", "[::1]:8080", "fe80::1"]
+    assert host_allowed(host, entries, port) is allowed
+
+
+@pytest.mark.parametrize("entry", ["localhost:http", "localhost:0", "localhost:70000", "[::1]x"])
+def test_a_malformed_entry_is_a_setup_error(entry: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="allowed host"):
+        policy(allowed_hosts=[entry])

@@ -126,7 +126,8 @@ def _fetch_url(env: ToolEnv) -> Callable[..., Any]:
 
 def _run_python(env: ToolEnv) -> Callable[..., Any]:
     def run_python(source: str) -> dict:
-        """Run a Python program in a sandbox (no network, time and memory limits); returns its output."""
+        """Run a Python program in a sandbox (standard library only, no network, time and memory limits;
+        use sys.exit, not exit); returns its output."""
         return code.run_python(source, env.code).model_dump()
 
     return run_python
