@@ -219,7 +219,7 @@ def audited(name: str, fn: Callable[..., Any], log: AuditLog) -> Callable[..., A
         except ToolRefused as exc:
             record("refused", str(exc))
             raise
-        except Exception as exc:  # noqa: BLE001  (any failure is audited, then re-raised unchanged)
+        except Exception as exc:  # any failure is audited, then re-raised unchanged
             record("error", f"{type(exc).__name__}: {exc}")
             raise
         record("ok", _summarize(result))
