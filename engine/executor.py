@@ -276,7 +276,9 @@ class Engine:
         report.status = RunStatus.RUNNING
         if answer.approved:
             return answer
-        why = "no decision before the timeout (default: reject)" if answer.timed_out else "rejected by a person"
+        why = ("no decision before the timeout (default: reject)" if answer.timed_out
+               else "nobody answered (the run was resumed without an answer)" if not answer.answered
+               else "rejected by a person")
         why += f": {answer.comment}" if answer.comment else ""
         if sub.on_reject == "skip":
             outcome.status, outcome.reason = NodeStatus.SKIPPED, why

@@ -116,5 +116,6 @@ class ApprovalAnswer(BaseModel):
     value: str = Field(default="", description="The typed answer to the step's `ask`, if any.")
     decided_by: str | None = None
     timed_out: bool = False
+    answered: bool = Field(default=True, description="False when the run was resumed with no answer at all.")
 
 

@@ -106,8 +106,6 @@ class Workflow(BaseModel):
         return sorted({t for sub in self.plan.plan.tasks for t in sub.tools})
 
 
-
-
 # The keys each mapping of the file may have, by where it sits (for did-you-mean hints).
 KNOWN_KEYS: dict[tuple[str, ...], list[str]] = {
     (): list(WorkflowFile.model_fields),
@@ -206,9 +204,9 @@ def _read_text(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise WorkflowError(path, [
-            f"not UTF-8: byte {exc.start} (line {line}) is 0x{data[exc.start]:02x}, which UTF-8 cannot decode; "
-            "save the file as UTF-8"]) from None
+        problem = (f"not UTF-8: byte {exc.start} (line {line}) is 0x{data[exc.start]:02x}, which UTF-8 "
+                   "cannot decode; save the file as UTF-8")
+        raise WorkflowError(path, [problem]) from None
 
 
 def _read_yaml(path: Path) -> tuple[Any, list[str]]:

@@ -3,6 +3,14 @@
 The pause shows a form (approve, comment) whose description carries the facts: what
 the step will do and what earlier steps found. A timeout decides the configured
 default (reject unless told otherwise). Every decision is kept in the audit log.
+
+A resume that carries no answer (the run resumed from the UI's state menu or the API
+without the form) is not a person's rejection: the step does not run (its on_reject rule
+applies) and the audit says "resumed without an answer", decided by nobody.
+
+Who decided is only what was typed into `decided_by`: Prefect's form and API do not
+authenticate anyone, so anyone who can reach the Prefect API can answer under any name.
+Protect the API (see the README) if that matters.
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ import foreman  # noqa: F401  (offline env first: Prefect may load this file by 
 # isort: split
 
 import json
+import logging
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, MissingContextError
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
@@ -27,11 +36,13 @@ from foreman.engine.plan import SubTask
 from foreman.inbox import PAUSE_PREFIX
 from foreman.notifications import RunEvent, notify, run_url
 from foreman.settings import get_settings
-from foreman.tools.audit import AuditLog, Decision, current_context
+from foreman.tools.audit import NO_ANSWER, AuditLog, Decision, current_context
 
 
 class ApprovalInput(RunInput):
-    """The form a person fills in the Prefect UI to resume the run."""
+    """The form a person fills in the Prefect UI to resume the run.
+
+    `decided_by` is typed, not authenticated: it records who said they decided."""
 
     approve: bool = False
     comment: str = ""
@@ -102,27 +113,51 @@ class PrefectApprover:
                 wait_for_input=ApprovalInput.with_initial_data(description=request, approve=False),
                 timeout=self.timeout_s, poll_interval=self.poll_s, key=pause_key(sub.id),
             )
-            answer = ApprovalAnswer(approved=form.approve, comment=form.comment, value=form.value,
-                                    decided_by=form.decided_by or None)
         except FlowPauseTimeout:
             _resume_after_timeout()
             approved = sub.approval_default == "approve"
             answer = ApprovalAnswer(approved=approved, timed_out=True,
                                     comment=f"no decision within {self.timeout_s}s; default: {sub.approval_default}")
-        return record_decision(self.audit, sub, answer)
+            return record_decision(self.audit, sub, answer)
+        answer, answered = answer_from_form(form, sub)
+        return record_decision(self.audit, sub, answer, answered=answered)
 
 
-def record_decision(audit: AuditLog, sub: SubTask, answer: ApprovalAnswer) -> ApprovalAnswer:
-    """Keep the decision in the audit trail and the run's log."""
+def answer_from_form(form: ApprovalInput, sub: SubTask) -> tuple[ApprovalAnswer, bool]:
+    """The answer the form carries, and whether it carries one at all.
+
+    Prefect hands back a form with only its defaults when the run was resumed without input,
+    so `approve` missing from the fields set means nobody decided: not approved (a resume
+    must not approve by accident), but not a person's rejection either."""
+    if "approve" in form.model_fields_set:
+        return ApprovalAnswer(approved=form.approve, comment=form.comment, value=form.value,
+                              decided_by=form.decided_by or None), True
+    note = f"{NO_ANSWER}: nobody answered the approval form; treated as a rejection (on_reject: {sub.on_reject})"
+    comment = f"{note}; comment: {form.comment}" if form.comment else note
+    answer = ApprovalAnswer(approved=False, comment=comment, value=form.value, decided_by=form.decided_by or None,
+                            answered=False)
+    return answer, False
+
+
+def record_decision(audit: AuditLog, sub: SubTask, answer: ApprovalAnswer, *,
+                    answered: bool = True) -> ApprovalAnswer:
+    """Keep the decision in the audit trail and the run's log; `answered=False` when nobody decided."""
+    decision = NO_ANSWER if not answered else "approved" if answer.approved else "rejected"
     audit.record_decision(Decision(
         **current_context().model_dump(exclude={"task_id", "task_name", "agent"}),
-        step=sub.id, decision="approved" if answer.approved else "rejected",
-        decided_by=answer.decided_by, comment=answer.comment, timed_out=answer.timed_out,
-        value=answer.value or None,
+        step=sub.id, decision=decision, decided_by=answer.decided_by, comment=answer.comment,
+        timed_out=answer.timed_out, value=answer.value or None,
     ))
-    get_run_logger().info("step %s %s%s", sub.id, "approved" if answer.approved else "rejected",
-                          f": {answer.comment}" if answer.comment else "")
+    _logger().info("step %s %s%s", sub.id, decision, f": {answer.comment}" if answer.comment else "")
     return answer
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The run's logger, or this module's outside a run (a script or test recording a decision)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 class TerminalApprover:

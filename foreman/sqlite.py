@@ -2,6 +2,11 @@
 
 One connection per operation, WAL journal, a 30 s busy timeout: concurrent steps (threads)
 and concurrent runs (processes) can write without sharing a connection.
+
+A damaged file (not SQLite at all, or a corrupt page) raises `StateFileError` naming the
+file and what to do, on whichever operation first meets the damage; SQLite's own "file is
+not a database" names neither. Other SQLite errors (a locked file, a bug in a query) keep
+their own type: moving the file aside would not fix them.
 """
 
 from __future__ import annotations
@@ -10,6 +15,15 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from foreman.errors import StateFileError
+
+DAMAGE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # error names (and their extended forms) that mean a damaged file
+
+
+def is_damage(error: sqlite3.Error) -> bool:
+    """Whether SQLite refused the file itself rather than one operation on it."""
+    return str(getattr(error, "sqlite_errorname", "")).startswith(DAMAGE)
 
 
 class SqliteStore:
@@ -37,5 +51,9 @@ class SqliteStore:
             db.row_factory = sqlite3.Row
             with db:
                 yield db
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise StateFileError(self.path, f"damaged or not a SQLite database (sqlite says: {exc})") from None
+            raise
         finally:
             db.close()

@@ -65,6 +65,18 @@ def test_rejection_skips_the_step(workspace: Path, paused_run) -> None:
     assert audit_log().decisions(run_id)[0].decision == "rejected"
 
 
+def test_a_resume_without_an_answer_is_audited_as_nobody_deciding(workspace: Path, paused_run) -> None:
+    thread, box = run_in_background(workspace=str(workspace))
+    run_id = paused_run()
+    resume_flow_run(run_id)  # no run input: the API, or a resume that skips the form
+    thread.join(timeout=120)
+    result = box["state"].result()
+    assert result.statuses["delete"] == "SKIPPED"  # not approved: the step's on_reject (skip) applies
+    [decision] = audit_log().decisions(run_id)
+    assert (decision.decision, decision.decided_by) == ("resumed without an answer", None)
+    assert "nobody answered" in decision.comment
+
+
 def test_no_decision_before_the_timeout_rejects_by_default(workspace: Path) -> None:
     thread, box = run_in_background(workspace=str(workspace), approval_timeout_s=2)
     thread.join(timeout=180)

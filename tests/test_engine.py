@@ -307,6 +307,14 @@ def test_rejection_with_on_reject_fail_fails_the_run(workspace: Path) -> None:
     assert report.status == RunStatus.FAILED and "rejected by a person" in report.stopped_by
 
 
+def test_a_resume_without_an_answer_is_not_reported_as_a_persons_rejection(workspace: Path) -> None:
+    plan = Plan(tasks=[step("publish", approval=True, on_reject="fail")])
+    nobody = ApprovalAnswer(approved=False, answered=False)
+    report = run_plan(plan, scripted({}), workspace, approver=Person(publish=nobody))
+    assert report.outcomes["publish"].status == NodeStatus.FAILED
+    assert "nobody answered" in report.stopped_by and "rejected by a person" not in report.stopped_by
+
+
 def test_rejection_with_on_reject_replan_asks_the_planner_for_another_way(workspace: Path) -> None:
     plan = Plan(tasks=[step("a"), step("delete", depends_on=["a"], approval=True, on_reject="replan")])
     requests: list[ReplanRequest] = []

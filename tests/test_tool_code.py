@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from foreman.tools import code
+from foreman.tools import code, sandbox
 from foreman.tools.code import (
     CodeLimits,
     isolation_report,
@@ -252,7 +252,7 @@ def test_isolation_report_says_what_is_and_is_not_isolated() -> None:
 
 
 def test_forcing_a_missing_sandbox_explains(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(code, "sandbox_works", lambda kind: kind == "none")
+    monkeypatch.setattr(sandbox, "sandbox_works", lambda kind: kind == "none")
     with pytest.raises(RuntimeError, match="bubblewrap"):
         run_python("pass", LIMITS, sandbox="bwrap")
     assert run_python("pass", LIMITS).isolation.startswith("NO SANDBOX")
@@ -335,7 +335,7 @@ def test_bwrap_without_tmpfs_sizes_binds_the_host_folder_and_closes_dev_shm(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # An older bwrap without --size: no unbounded tmpfs is mounted in place of a capped one.
-    monkeypatch.setattr(code, "_bwrap_has_size", lambda: False)
+    monkeypatch.setattr(sandbox, "_bwrap_has_size", lambda: False)
     source = (
         FILL
         + """

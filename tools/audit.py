@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from foreman.sqlite import SqliteStore
 
 Outcome = Literal["ok", "error", "refused"]
-MAX_TEXT = 2_000
+MAX_TEXT = 2_000  # per stored text field (arguments, detail, comment, value): a record, not a copy of the data
+NO_ANSWER = "resumed without an answer"  # the run went on, but nobody decided at the approval point
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tool_calls (
@@ -79,13 +80,16 @@ class AuditRecord(CallContext):
 
 
 class Decision(CallContext):
-    """A human decision at an approval point: who (when known), when, what, why."""
+    """A human decision at an approval point: who (when known), when, what, why.
+
+    `decided_by` is the name the person typed (or the terminal's user), not an authenticated
+    identity: anyone who can reach the Prefect API can resume a run under any name."""
 
     id: int | None = None
     at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     step: str
-    decision: Literal["approved", "rejected"]
-    decided_by: str | None = None
+    decision: Literal["approved", "rejected", "resumed without an answer"]
+    decided_by: str | None = Field(default=None, description="As typed; not authenticated.")
     comment: str = ""
     timed_out: bool = False
     value: str | None = Field(default=None, description="The typed answer, when the step asked for one.")
@@ -168,8 +172,9 @@ class AuditLog(SqliteStore):
                 "INSERT INTO decisions (at, run_id, run_name, flow_name, step, decision, decided_by, comment,"
                 " timed_out, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (decision.at.isoformat(), decision.run_id, decision.run_name, decision.flow_name, decision.step,
-                 decision.decision, decision.decided_by, _clip(decision.comment), int(decision.timed_out),
-                 decision.value),
+                 decision.decision, None if decision.decided_by is None else _clip(decision.decided_by),
+                 _clip(decision.comment), int(decision.timed_out),
+                 None if decision.value is None else _clip(decision.value)),
             )
         return decision.model_copy(update={"id": cursor.lastrowid})
 
