@@ -16,6 +16,7 @@ from prefect.states import Failed
 from pydantic import BaseModel, Field
 
 from foreman.agents.registry import AgentRegistry
+from foreman.crash import hold_run
 from foreman.engine.cf_runner import ControlFlowRunner
 from foreman.engine.executor import Approver, Engine, Replanner
 from foreman.engine.explain import ArtifactObserver
@@ -90,7 +91,8 @@ def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: Tool
                                script_base=script_base)
     engine = Engine(runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
                     approver=approver)
-    report = engine.run(valid, run_key)
+    with hold_run(run_key):  # one live process per run key; marks a dead earlier holder CRASHED
+        report = engine.run(valid, run_key)
     if report.reused:
         get_run_logger().info("reused finished sub-tasks: %s", ", ".join(report.reused))
     return report

@@ -18,7 +18,8 @@
     │   ├── TaskNotCompleted          an agent did not complete its task
     │   ├── ScriptFailed              a script step exited non-zero or timed out
     │   ├── NotWaiting                an approval answer for a run that is not waiting
-    │   └── UnknownRunKey             `--resume KEY` names no run this store knows
+    │   ├── UnknownRunKey             `--resume KEY` names no run this store knows
+    │   └── RunStillRunning           `--resume KEY` names a run a live process still holds
     ├── ToolError                     a tool call went wrong; the agent sees the message
     │   ├── ToolRefused               a guard said no before anything was touched
     │   └── FetchError                the page could not be fetched
@@ -175,6 +176,10 @@ class NotWaiting(RunError):
 
 class UnknownRunKey(RunError, ValueError):
     """`resume` names a run key the run store has never seen."""
+
+
+class RunStillRunning(RunError):
+    """`resume` names a run another live process is still running (or holding at an approval)."""
 
 
 # --- tools -------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +19,10 @@ from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.executor import Engine, NodeStatus, RunReport, RunStatus
 from foreman.engine.plan import Plan, ScriptStep, SubTask
 from foreman.engine.policy import RunPolicy
+from foreman.engine.scripts import INHERITED, run_script
 from foreman.engine.store import run_store
 from foreman.engine.validate import PlanInvalid, validate_plan
+from foreman.errors import ScriptFailed
 from foreman.settings import get_settings
 from foreman.tools.catalog import ToolEnv
 
@@ -91,3 +99,82 @@ def test_script_step_with_an_agent_or_tools_is_refused() -> None:
         validate_plan(Plan(tasks=[bad]), scope)
     text = str(info.value)
     assert "s.script: a script step has no agent" in text and "s.tools: a script step gets no agent tools" in text
+
+
+# --- what a script sees, and that it never outlives its runner ---------------------------
+
+
+def test_script_gets_a_clean_environment_plus_exactly_its_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FOREMAN_API_KEY", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "secret")
+    monkeypatch.setenv("LC_TIME", "C")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    (tmp_path / "env.py").write_text("import json, os\nprint(json.dumps(dict(os.environ)))\n")
+    step = ScriptStep(path="env.py", env={"GREETING": "hello", "FOREMAN_PARAMS": '{"n": 1}'})
+    seen = run_script(step, timeout_s=30, base=tmp_path, inputs={"earlier": {"count": 2}})
+    assert "OPENAI_API_KEY" not in seen and "ANTHROPIC_API_KEY" not in seen and "FOREMAN_API_KEY" not in seen
+    assert "AWS_SECRET_ACCESS_KEY" not in seen and not any(k.startswith("PREFECT_") for k in seen)
+    assert seen["GREETING"] == "hello" and json.loads(seen["FOREMAN_PARAMS"]) == {"n": 1}
+    assert json.loads(seen["FOREMAN_INPUTS"]) == {"earlier": {"count": 2}}
+    assert seen["LC_TIME"] == "C" and seen["TZ"] == "Europe/Berlin" and seen["PATH"] == os.environ["PATH"]
+    assert {k for k in seen if not k.startswith("LC_")} <= {*INHERITED, "GREETING", "FOREMAN_PARAMS", "FOREMAN_INPUTS"}
+
+
+def test_exit_codes_signals_and_unstartable_scripts_read_as_before(tmp_path: Path) -> None:
+    (tmp_path / "three.py").write_text("import sys\nprint('bad', file=sys.stderr)\nsys.exit(3)\n")
+    (tmp_path / "term.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    (tmp_path / "not_executable.sh").write_text("#!/bin/sh\necho hi\n")
+    errors = {}
+    for name in ("three.py", "term.py", "not_executable.sh", "missing.sh"):
+        with pytest.raises(ScriptFailed) as info:
+            run_script(ScriptStep(path=name), timeout_s=30, base=tmp_path)
+        errors[name] = str(info.value)
+    assert errors["three.py"] == "three.py exited 3; stderr tail: 'bad\\n'"
+    assert errors["term.py"].startswith("term.py exited -15;")  # the guard passes the signal on
+    assert errors["not_executable.sh"].startswith("not_executable.sh could not start: [Errno 13] Permission denied")
+    assert errors["missing.sh"].startswith("missing.sh could not start: [Errno 2] No such file or directory")
+
+
+RUNNER = """\
+import sys, threading
+from pathlib import Path
+from foreman.engine.plan import ScriptStep
+from foreman.engine.scripts import run_script
+step = ScriptStep(path="spawner.py")
+worker = threading.Thread(target=run_script, args=(step,), kwargs={"timeout_s": 60, "base": Path(sys.argv[1])})
+worker.start()  # from a worker thread, as Prefect's task runner does
+worker.join()
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+    except FileNotFoundError:
+        return True
+
+
+def test_a_script_and_everything_it_started_die_when_its_runner_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "spawner.py").write_text(
+        "import json, os, pathlib, subprocess, time\n"
+        "child = subprocess.Popen(['sleep', '60'])\n"
+        "pathlib.Path('pids.tmp').write_text(json.dumps([os.getppid(), os.getpid(), child.pid]))\n"
+        "os.replace('pids.tmp', 'pids')\n"
+        "time.sleep(3)\n"
+        "pathlib.Path('side-effect').write_text('done')\n")
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(tmp_path)], cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not (tmp_path / "pids").exists():
+            assert time.time() < deadline and runner.poll() is None, "the script never started"
+            time.sleep(0.05)
+        guard, script, grandchild = json.loads((tmp_path / "pids").read_text())
+    finally:
+        os.kill(runner.pid, signal.SIGKILL)  # the runner alone, as `kill -9 PID` does
+        runner.wait()
+    deadline = time.time() + 5
+    while not all(_gone(pid) for pid in (guard, script, grandchild)):
+        assert time.time() < deadline, "the script outlived its runner"
+        time.sleep(0.05)
+    time.sleep(3.5)
+    assert not (tmp_path / "side-effect").exists()
