@@ -118,3 +118,12 @@ def test_a_correct_file_still_loads(tmp_path: Path) -> None:
                            "    approval: true\n    ask: Which?\n")
     workflow = load_workflow(path, scope())
     assert workflow.plan.plan.task("a").approval and workflow.plan.plan.task("a").script.args == ["3"]
+
+
+def test_a_huge_workflow_is_refused_by_its_size_before_its_steps_are_built(tmp_path: Path) -> None:
+    steps = "".join(f"  - {{id: s{i}, agent: generalist, instructions: x}}\n" for i in range(30_000))
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nsteps:\n" + steps)
+    with pytest.raises(WorkflowError) as info:
+        load_workflow(path, build_scope(registry, RunPolicy.build(check_workspace=False)))
+    assert info.value.errors == ["steps: 30000 steps; the limit is 25: merge some"]
