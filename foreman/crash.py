@@ -297,10 +297,34 @@ def _ensure_for_this_process() -> None:
         if not api:
             return  # an ephemeral server lives and dies with this process
         last = _ensured.get(api)
-        if last is not None and time.monotonic() - last < ENSURE_EVERY_S:
-            return
-        _ensured[api] = time.monotonic()
-        ensure_crash_automation(grow_only=True)
+        if last is None or time.monotonic() - last >= ENSURE_EVERY_S:
+            _ensured[api] = time.monotonic()
+            ensure_crash_automation(grow_only=True)
+        _heartbeat_now()
     except Exception as exc:  # noqa: BLE001  (crash detection is a safety net; it must never stop a run)
         _logger().warning("could not set up crash detection on the Prefect server: %s: %s",
                           type(exc).__name__, exc)
+
+
+def _heartbeat_now() -> None:
+    """One heartbeat for the current flow run, as Prefect's engine sends them.
+
+    A proactive trigger only follows runs whose `after` event it saw, and the engine's first
+    heartbeat went out when the flow started, before this run may have created the
+    automation; without this, a run killed before its next heartbeat (30-180 s later) would
+    never be marked."""
+    from prefect.context import FlowRunContext
+    from prefect.events import emit_event
+    from prefect.events.schemas.events import RelatedResource
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    run = ctx.flow_run
+    related = [RelatedResource.model_validate({
+        "prefect.resource.id": f"prefect.flow.{run.flow_id}", "prefect.resource.role": "flow",
+        "prefect.resource.name": ctx.flow.name})] if ctx.flow is not None else []
+    emit_event(event="prefect.flow-run.heartbeat",
+               resource={"prefect.resource.id": f"prefect.flow-run.{run.id}",
+                         "prefect.resource.name": run.name or ""},
+               related=related)
