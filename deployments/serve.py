@@ -4,7 +4,8 @@
 
 Besides file-search, plan-and-run and run-workflow, every `*/workflow.yaml` under the
 given folders (default: the repo's `workflows/`) is served as its own deployment with the
-schedule its file carries, switched off unless `--schedules-on`.
+schedule its file carries, switched off unless `--schedules-on`, and a form of its own in
+the UI (the file's params as typed fields).
 
 The process registers each deployment with the Prefect server (PREFECT_API_URL) and
 runs whatever is triggered from the UI, the API or a schedule, until stopped. It is
@@ -24,7 +25,12 @@ from prefect import serve
 
 from foreman.flows.file_search import file_search
 from foreman.flows.planner import plan_and_run
-from foreman.flows.workflow import deployment_parameters, prefect_schedules, run_workflow
+from foreman.flows.workflow import (
+    deployment_parameters,
+    prefect_schedules,
+    run_workflow,
+    workflow_flow,
+)
 from foreman.settings import REPO_ROOT
 
 
@@ -33,7 +39,7 @@ def workflow_deployments(folders: list[Path], active: bool) -> list:
     deployments = []
     for path in sorted(p for folder in folders for p in folder.glob("*/workflow.yaml")):
         workflow, parameters = deployment_parameters(path)
-        deployments.append(run_workflow.to_deployment(
+        deployments.append(workflow_flow(workflow).to_deployment(  # the file's params as typed fields
             name=workflow.name, description=workflow.description, parameters=parameters,
             schedules=prefect_schedules(workflow, active=active), tags=["foreman", "workflow"],
         ))

@@ -3,7 +3,7 @@
 The loop runs in the flow-run's thread and does only bookkeeping; each sub-task is a
 Prefect task run (named after it, with its own retries, backoff and timeout) on the
 flow's thread pool. Status machine, as in the seed's engine:
-sub-task PENDING -> RUNNING -> COMPLETED | FAILED | SKIPPED;
+sub-task PENDING -> RUNNING -> COMPLETED | FAILED | SKIPPED (| REJECTED at an approval point);
 run PENDING -> RUNNING (-> PAUSED while a person decides) -> COMPLETED | FAILED | CANCELLED.
 """
 
@@ -114,18 +114,46 @@ def subtask_task(runner: NodeRunner, ledger: dict[str, Attempts]) -> Any:
     return run_subtask
 
 
-def upstream_results(sub: SubTask, report: RunReport) -> dict[str, Any]:
-    """Results of every step `sub` depends on, directly or not, in plan order: what a person
-    deciding on `sub` should see (the step itself only receives its direct dependencies)."""
-    ancestors: set[str] = set()
-    todo = list(sub.depends_on)
+def run_order(plan: Plan) -> list[str]:
+    """A topological order that keeps the plan's own order where dependencies allow."""
+    placed: list[str] = []
+    todo = list(plan.tasks)
     while todo:
-        step_id = todo.pop()
-        if step_id not in ancestors and step_id in report.plan.ids:
-            ancestors.add(step_id)
-            todo.extend(report.plan.task(step_id).depends_on)
-    return {t.id: report.outcomes[t.id].result for t in report.plan.tasks
-            if t.id in ancestors and report.outcomes[t.id].status == NodeStatus.COMPLETED}
+        ready = next((t for t in todo if all(d in placed or d not in plan.ids for d in t.depends_on)), todo[0])
+        placed.append(ready.id)
+        todo.remove(ready)
+    return placed
+
+
+def _ancestors(step_id: str, plan: Plan) -> set[str]:
+    found: set[str] = set()
+    todo = list(plan.task(step_id).depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep not in found and dep in plan.ids:
+            found.add(dep)
+            todo.extend(plan.task(dep).depends_on)
+    return found
+
+
+def approval_context(sub: SubTask, plan: Plan) -> list[str]:
+    """The steps a person deciding on `sub` is shown, in order; the approval waits for all of them.
+
+    Every step `sub` depends on (directly or not), and every earlier step that works on the
+    same inputs (shares one of those ancestors): in the log pipeline, `upload` (after `redact`)
+    waits for `summarize` (also after `redact`), so the approver reads the summary first.
+    "Earlier" is a topological order, so two approval points never wait for each other."""
+    order = run_order(plan)
+    mine = _ancestors(sub.id, plan)
+    earlier = order[:order.index(sub.id)]
+    return [i for i in earlier if i in mine or mine & _ancestors(i, plan)]
+
+
+def upstream_results(sub: SubTask, report: RunReport) -> dict[str, Any]:
+    """Results of the steps in `sub`'s approval context that completed, in order: what a person
+    deciding on `sub` should see (the step itself only receives its direct dependencies)."""
+    return {i: report.outcomes[i].result for i in approval_context(sub, report.plan)
+            if report.outcomes[i].status == NodeStatus.COMPLETED}
 
 
 class Engine:
@@ -207,7 +235,8 @@ class Engine:
             outcome = report.outcomes[sub.id]
             if outcome.status != NodeStatus.PENDING or sub.id in running:
                 continue
-            if all(report.outcomes[d].status not in (NodeStatus.PENDING, NodeStatus.RUNNING) for d in sub.depends_on):
+            waits_for = approval_context(sub, report.plan) if sub.approval else sub.depends_on
+            if all(report.outcomes[d].status not in (NodeStatus.PENDING, NodeStatus.RUNNING) for d in waits_for):
                 ready.append(sub)
         return ready
 
@@ -281,7 +310,8 @@ class Engine:
                else "rejected by a person")
         why += f": {answer.comment}" if answer.comment else ""
         if sub.on_reject == "skip":
-            outcome.status, outcome.reason = NodeStatus.SKIPPED, why
+            outcome.status, outcome.reason = NodeStatus.REJECTED, why
+            self._record(report, sub.id)
         else:
             outcome.status, outcome.error = NodeStatus.FAILED, why
             self._record(report, sub.id)
@@ -348,7 +378,8 @@ class Engine:
         request = ReplanRequest(objective=report.objective, plan=report.plan, finished=report.results,
                                 failed=node_id, error=error)
         proposal = self.replanner(request)
-        settled = {i for i, o in report.outcomes.items() if o.status in (NodeStatus.COMPLETED, NodeStatus.SKIPPED)}
+        settled = {i for i, o in report.outcomes.items()
+                   if o.status in (NodeStatus.COMPLETED, NodeStatus.SKIPPED, NodeStatus.REJECTED)}
         clashes = sorted(t.id for t in proposal.tasks if t.id in settled)
         if clashes:
             raise PlanInvalid([PlanError(task=c, field="id", message="this sub-task already finished; "

@@ -1,5 +1,9 @@
 """Explain a run in the Prefect UI: the plan (rationale, table, Mermaid graph), live progress,
-each revision, and a final summary with agents, durations, retries, model calls and tokens.
+each revision, a final summary with agents, durations, retries, model calls and tokens, and
+the answer.
+
+Steps that never ran (skipped, or rejected at an approval point) get a task run of their own
+in a state named after why, so the run's graph in the UI shows every step of the plan.
 """
 
 from __future__ import annotations
@@ -7,15 +11,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from prefect import task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NONE as NO_CACHE
+from prefect.states import Cancelled
 
-from foreman.engine.executor import NodeStatus, Revision, RunReport
+from foreman.engine.executor import NodeStatus, Revision, RunReport, RunStatus
 from foreman.engine.plan import Plan
+from foreman.engine.progress import Progress, publish
 
 logger = logging.getLogger("foreman.engine")
 
@@ -25,7 +33,9 @@ STATUS_STYLE = {
     NodeStatus.COMPLETED: "fill:#d6f5d6,stroke:#2e8b2e",
     NodeStatus.FAILED: "fill:#f8d0d0,stroke:#c00",
     NodeStatus.SKIPPED: "fill:#e8e8ff,stroke:#66c,stroke-dasharray: 4 2",
+    NodeStatus.REJECTED: "fill:#ffe0c2,stroke:#c60,stroke-dasharray: 4 2",
 }
+NOT_RUN = {NodeStatus.SKIPPED: "Skipped", NodeStatus.REJECTED: "Rejected"}
 
 
 def _label(text: str) -> str:
@@ -82,36 +92,94 @@ def summary_rows(report: RunReport) -> list[dict[str, Any]]:
     return rows
 
 
+def answer_markdown(objective: str, answer: str, sources: list[str] | None = None) -> str:
+    """The answer as a person reads it in the UI: the question, the answer, where it came from."""
+    cited = "".join(f"\n- {s}" for s in sources or [])
+    return (f"# Answer\n\n**Objective:** {objective}\n\n{answer}\n"
+            + (f"\n**From:**{cited}\n" if cited else ""))
+
+
+def write_answer(objective: str, answer: str, sources: list[str] | None = None) -> None:
+    """The "answer" artifact of a planner or chat run."""
+    _safe(create_markdown_artifact, key="answer", markdown=answer_markdown(objective, answer, sources),
+          description=answer[:300] + ("…" if len(answer) > 300 else ""))  # the card shows it
+
+
+def _safe(fn: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001  (observability must never break a run)
+        logger.warning("could not write artifact: %s", exc)
+        return None
+
+
+class _NotRunIsNoError(logging.Filter):
+    """Prefect logs any final state but Completed as an ERROR; a step that did not run is not one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and any(f"Finished in state {name}(" in str(record.msg)
+                                                   for name in NOT_RUN.values()):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NotRunIsNoError())
+
+
+@task(name="not run", cache_policy=NO_CACHE, persist_result=False)
+def _not_run(state_name: str, reason: str) -> Any:
+    """Stands for a step that never ran, so the graph shows it: grey, named Skipped or Rejected."""
+    return Cancelled(name=state_name, message=reason)
+
+
+class ProgressArtifact:
+    """The run's "progress" artifact, kept current from this flow run's progress events.
+
+    Created when the run starts, so the UI shows what happens from the first second
+    ("planning: model call 1 of at most 6"), not only once the plan exists."""
+
+    def __init__(self, run_id: str | None, text: str = "starting") -> None:
+        self.run_id = run_id
+        self.percent = 0.0
+        self.artifact_id = _safe(create_progress_artifact, progress=0.0, key="progress", description=text)
+
+    def __call__(self, progress: Progress) -> None:
+        if progress.run_id != self.run_id or self.artifact_id is None:
+            return
+        self.percent = progress.percent if progress.percent is not None else self.percent
+        _safe(update_progress_artifact, artifact_id=self.artifact_id, progress=self.percent,
+              description=progress.text[:500])
+
+
+def running_text(report: RunReport) -> Progress:
+    settled = [o for o in report.outcomes.values() if o.status not in (NodeStatus.PENDING, NodeStatus.RUNNING)]
+    now = [i for i, o in report.outcomes.items() if o.status == NodeStatus.RUNNING]
+    total = max(len(report.outcomes), 1)
+    text = f"running: {len(settled)} of {total} steps done" + (f"; now: {', '.join(now)}" if now else "")
+    return Progress(phase="running", text=text, percent=100.0 * len(settled) / total)
+
+
 class ArtifactObserver:
-    """Writes the run's story as Prefect artifacts on the current flow run."""
+    """Writes the run's story as Prefect artifacts on the current flow run, and tells listeners."""
 
     def __init__(self) -> None:
-        self._progress_id: Any = None
-
-    def _safe(self, fn: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(**kwargs)
-        except Exception as exc:  # noqa: BLE001  (observability must never break a run)
-            logger.warning("could not write artifact: %s", exc)
-            return None
+        self._shown_not_run: set[str] = set()
 
     def on_plan(self, report: RunReport) -> None:
-        self._safe(create_markdown_artifact, key="plan", markdown=plan_markdown(report.plan),
-                   description=f"Plan for: {report.objective[:200]}")
-        self._progress_id = self._safe(create_progress_artifact, progress=0.0, key="progress",
-                                       description="Sub-tasks finished")
+        _safe(create_markdown_artifact, key="plan", markdown=plan_markdown(report.plan),
+              description=f"Plan for: {report.objective[:200]}")
         if report.reused:
             logger.info("resuming: reusing finished sub-tasks %s", ", ".join(report.reused))
+        publish(running_text(report))
 
     def on_progress(self, report: RunReport) -> None:
-        done = sum(o.status not in (NodeStatus.PENDING, NodeStatus.RUNNING) for o in report.outcomes.values())
-        if self._progress_id:
-            self._safe(update_progress_artifact, artifact_id=self._progress_id,
-                       progress=100.0 * done / max(len(report.outcomes), 1))
+        if report.status != RunStatus.PAUSED:  # the approver says who waits for what
+            publish(running_text(report))
+        self._show_not_run(report)
 
     def on_revision(self, report: RunReport, revision: Revision) -> None:
         n = len(report.revisions)
-        self._safe(
+        _safe(
             create_markdown_artifact, key=f"plan-revision-{n}",
             markdown=f"Revision {n} after **{revision.after_failure_of}** failed: {revision.error}\n\n"
                      + plan_markdown(revision.plan, title=f"Plan, revision {n}"),
@@ -119,8 +187,20 @@ class ArtifactObserver:
         )
 
     def on_finish(self, report: RunReport) -> None:
+        self._show_not_run(report)
         statuses = {i: o.status for i, o in report.outcomes.items()}
-        self._safe(create_table_artifact, key="summary", table=summary_rows(report),
-                   description=f"{report.status.value}: {report.stopped_by or 'all sub-tasks settled'}")
-        self._safe(create_markdown_artifact, key="plan-final",
-                   markdown=f"# Final graph ({report.status.value})\n\n```mermaid\n{mermaid(report.plan, statuses)}\n```\n")
+        _safe(create_table_artifact, key="summary", table=summary_rows(report),
+              description=f"{report.status.value}: {report.stopped_by or 'all sub-tasks settled'}")
+        _safe(create_markdown_artifact, key="plan-final", description=f"Final graph: {report.status.value}",
+              markdown=f"# Final graph ({report.status.value})\n\n```mermaid\n{mermaid(report.plan, statuses)}\n```\n")
+        publish(Progress(phase="running", text=f"steps finished: {report.status.value}", percent=100.0))
+
+    def _show_not_run(self, report: RunReport) -> None:
+        for sub in report.plan.tasks:
+            outcome = report.outcomes.get(sub.id)
+            if outcome is None or outcome.status not in NOT_RUN or outcome.started or sub.id in self._shown_not_run:
+                continue
+            self._shown_not_run.add(sub.id)
+            _safe(_not_run.with_options(task_run_name=f"{sub.id}: {sub.title}"[:100]),
+                  state_name=NOT_RUN[outcome.status], reason=(outcome.reason or outcome.error or "")[:500],
+                  return_state=True)

@@ -20,6 +20,7 @@ class NodeStatus(str, Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+    REJECTED = "REJECTED"  # a person (or the approval default) said no; its on_reject rule was skip
 
 
 class RunStatus(str, Enum):

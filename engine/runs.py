@@ -1,18 +1,22 @@
 """What plans and workflows share when they run: executing a validated plan inside the current
 Prefect flow run, and turning its report into the result a caller (Python, the CLI, the UI) gets.
 
+The flow's final state says in words how it ended ("completed; step upload was REJECTED by
+sam: ..."), because the state message is the first thing the UI shows.
+
 Living here, not in a flow module, means no flow imports another flow.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.client.schemas.objects import State
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 from pydantic import BaseModel, Field
 
 from foreman.agents.registry import AgentRegistry
@@ -61,14 +65,34 @@ def result_of(report: RunReport, *, objective: str, answer: str, started: float,
     )
 
 
-def finish(result: PlanRunResult) -> PlanRunResult | State:
-    """The flow's return value: a FAILED run becomes a Failed state (red in the UI, failure hooks
-    and automations fire) that still carries the result, via `RunFailed.result`."""
+def rejections(result: PlanRunResult, reasons: dict[str, str]) -> list[str]:
+    """One phrase per step a person (or the approval default) did not approve."""
+    return [f"step {i} was REJECTED ({reasons.get(i, 'not approved')})"
+            for i, s in result.statuses.items() if s == NodeStatus.REJECTED]
+
+
+def state_message(result: PlanRunResult, reasons: dict[str, str] | None = None) -> str:
+    """How the run ended, in one line for the UI: the verdict, and any rejection said outright."""
+    rejected = rejections(result, reasons or {})
     if result.status != RunStatus.FAILED:
-        return result
+        done = sum(s == NodeStatus.COMPLETED for s in result.statuses.values())
+        text = f"completed: {done} of {len(result.statuses)} steps done"
+        return (text + "; " + "; ".join(rejected) if rejected else text)[:500]
     failed = [i for i, s in result.statuses.items() if s == NodeStatus.FAILED]
     why = result.stopped_by or (f"failed steps: {', '.join(failed)}" if failed else "failed")
-    return Failed(message=f"{result.objective[:80]}: {why}"[:500], data=RunFailed(result))
+    return "; ".join([f"{result.objective[:80]}: {why}", *rejected])[:500]
+
+
+def finish(result: PlanRunResult, reasons: dict[str, str] | None = None) -> State:
+    """The flow's return value, as a state whose message says how the run ended.
+
+    A FAILED run becomes a Failed state (red in the UI, failure hooks and automations fire)
+    that still carries the result, via `RunFailed.result`; any other is Completed with the
+    result as its data (the flow run's persisted result). `reasons`: why steps did not run."""
+    message = state_message(result, reasons)
+    if result.status != RunStatus.FAILED:
+        return Completed(message=message, data=result)
+    return Failed(message=message, data=RunFailed(result))
 
 
 def run_key_for(resume: str | None, flow_run_id: str, store: RunStore) -> str:
@@ -82,11 +106,34 @@ def run_key_for(resume: str | None, flow_run_id: str, store: RunStore) -> str:
     return resume
 
 
+class _ThreadTimeoutNotice(logging.Filter):
+    """Prefect warns on every step that has a timeout that a worker thread cannot be interrupted.
+
+    True, and said once per run instead (`execute_plan`): an orange warning on every step
+    teaches people to ignore warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "running in a worker thread" not in str(record.msg)
+
+
+def _quiet_thread_timeout_warning() -> None:
+    task_runs = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, _ThreadTimeoutNotice) for f in task_runs.filters):
+        task_runs.addFilter(_ThreadTimeoutNotice())
+
+
 def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: ToolEnv, scope: PlanScope,
                  agents: AgentRegistry, settings: Settings, store: RunStore, budgets: Budgets,
                  approver: Approver, replanner: Replanner | None = None,
                  script_base: Path | None = None) -> RunReport:
     """Run a validated plan inside the current flow run: the part plans and workflows share."""
+    log = get_run_logger()
+    _quiet_thread_timeout_warning()
+    timed = [t.id for t in valid.plan.tasks if t.timeout_s and t.script is None]
+    if timed:
+        log.info("timeouts on %s: an agent step runs in a worker thread, so a model call that blocks "
+                 "ends at the model client's own timeout before the step's timeout can stop it",
+                 ", ".join(timed))
     runner = ControlFlowRunner(env, agents, settings, policy=policy, stats=store.agent_stats(),
                                script_base=script_base)
     engine = Engine(runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
@@ -94,5 +141,10 @@ def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: Tool
     with hold_run(run_key):  # one live process per run key; marks a dead earlier holder CRASHED
         report = engine.run(valid, run_key)
     if report.reused:
-        get_run_logger().info("reused finished sub-tasks: %s", ", ".join(report.reused))
+        log.info("reused finished sub-tasks: %s", ", ".join(report.reused))
     return report
+
+
+def not_run_reasons(report: RunReport) -> dict[str, str]:
+    """Why each step that did not complete did not: for the state message and the summary."""
+    return {i: (o.reason or o.error or "") for i, o in report.outcomes.items() if o.status != NodeStatus.COMPLETED}

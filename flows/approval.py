@@ -1,8 +1,10 @@
 """Human approval points: pause the flow run and let a person decide in the Prefect UI.
 
-The pause shows a form (approve, comment) whose description carries the facts: what
-the step will do and what earlier steps found. A timeout decides the configured
-default (reject unless told otherwise). Every decision is kept in the audit log.
+The pause shows a form (`approval_form`: a required approve/reject choice, a comment, a
+name) whose description carries the facts (`approval_context`): what the step will do and
+what earlier steps found. A timeout decides the configured default (reject unless told
+otherwise). Every decision is kept in the audit log, and echoed in the run's log and a
+"decision" artifact.
 
 A resume that carries no answer (the run resumed from the UI's state menu or the API
 without the form) is not a person's rejection: the step does not run (its on_reject rule
@@ -19,7 +21,6 @@ import foreman  # noqa: F401  (offline env first: Prefect may load this file by 
 
 # isort: split
 
-import json
 import logging
 from typing import Any
 
@@ -28,51 +29,25 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout, MissingContextError
 from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
-from pydantic import Field
 
-from foreman.engine.executor import ApprovalAnswer
 from foreman.engine.plan import SubTask
+from foreman.engine.progress import Progress, publish
+from foreman.engine.records import ApprovalAnswer
+from foreman.flows.approval_context import (
+    REJECTING,
+    approval_request,
+    is_long,
+    result_key,
+    result_text,
+)
+from foreman.flows.approval_form import ApprovalInput, answer_from_form, approval_form
 from foreman.inbox import PAUSE_PREFIX
-from foreman.notifications import RunEvent, notify, run_url
+from foreman.notifications import RunEvent, notify
+from foreman.prefect_ui import artifact_url, run_url
 from foreman.settings import get_settings
 from foreman.tools.audit import NO_ANSWER, AuditLog, Decision, current_context
 
-
-class ApprovalInput(RunInput):
-    """The form a person fills in the Prefect UI to resume the run.
-
-    `decided_by` is typed, not authenticated: it records who said they decided."""
-
-    approve: bool = False
-    comment: str = ""
-    decided_by: str = Field(default="", description="Your name, for the audit trail.")
-    value: str = Field(default="", description="Your answer, when the step asks a question.")
-
-
-def approval_request(sub: SubTask, inputs: dict[str, Any]) -> str:
-    """What the person sees: the step, what it will do, and what earlier steps found.
-
-    `inputs` are all upstream results; the step's own inputs (direct dependencies) are marked."""
-    found = "\n".join(f"- **{k}**{' (input of this step)' if k in sub.depends_on else ''}: "
-                      f"{json.dumps(v, default=str)[:500]}" for k, v in inputs.items()) or "- (nothing)"
-    question = f"**It asks you:** {sub.ask} (answer in *value*)\n\n" if sub.ask else ""
-    rejecting = {"skip": "the step and everything after it are skipped",
-                 "fail": "the step fails", "replan": "the planner looks for another way"}[sub.on_reject]
-    return (
-        f"### Approve step `{sub.id}`: {sub.title}?\n\n"
-        f"{question}"
-        f"If you reject it, {rejecting}; with no answer in time the default is **{sub.approval_default}**.\n\n"
-        f"**What it will do:** {sub.instructions}\n\n"
-        f"{_who(sub)}\n\n"
-        f"**What earlier steps found:**\n{found}\n"
-    )
-
-
-def _who(sub: SubTask) -> str:
-    if sub.script is not None:
-        return f"**Script:** `{' '.join([sub.script.path, *sub.script.args])}`" + (f" in `{sub.script.cwd}`" if sub.script.cwd else "")
-    return f"**Agent:** {sub.agent or 'capability ' + str(sub.capability)}; **tools:** {', '.join(sub.tools) or 'none'}"
+log = logging.getLogger(__name__)
 
 
 def pause_key(step_id: str) -> str:
@@ -90,6 +65,26 @@ def _resume_after_timeout() -> None:
         client.set_flow_run_state(flow_run.id, Running(message="approval timed out; default applied"), force=True)
 
 
+def _artifact(**kwargs: Any) -> Any:
+    """An artifact on the run; explaining must never be why a decision is lost."""
+    try:
+        return create_markdown_artifact(**kwargs)
+    except Exception as exc:  # noqa: BLE001
+        _logger().warning("could not write artifact %s: %s", kwargs.get("key"), exc)
+        return None
+
+
+def full_results(inputs: dict[str, Any]) -> dict[str, str]:
+    """One artifact per result too long for the form, holding its full text; returns their links."""
+    links: dict[str, str] = {}
+    for step_id, value in inputs.items():
+        if is_long(value):
+            artifact_id = _artifact(key=result_key(step_id), markdown=f"# Result of `{step_id}`\n\n"
+                                    f"```\n{result_text(value)}\n```\n", description=f"Full result of {step_id}")
+            links[step_id] = artifact_url(artifact_id) or ""
+    return {k: v for k, v in links.items() if v}
+
+
 class PrefectApprover:
     """The engine's approver: pause, wait for the form, record the decision, tell whoever must know."""
 
@@ -99,20 +94,22 @@ class PrefectApprover:
         self.poll_s = poll_s or get_settings().approval_poll_s
 
     def __call__(self, sub: SubTask, inputs: dict[str, Any]) -> ApprovalAnswer:
-        request = approval_request(sub, inputs)
-        create_markdown_artifact(key=f"approval-{sub.id}".replace("_", "-"), markdown=request,
-                                 description=f"Waiting for approval of {sub.id}")
-        flow_run = FlowRunContext.get().flow_run
-        notify(RunEvent(kind="awaiting_approval", flow=FlowRunContext.get().flow.name, run_name=flow_run.name,
-                        run_id=str(flow_run.id), url=run_url(str(flow_run.id)),
+        request = approval_request(sub, inputs, full_results(inputs))  # long results: preview + link
+        _artifact(key=f"approval-{sub.id}".replace("_", "-"), markdown=request,
+                  description=f"Waiting for approval of {sub.id}")
+        context = FlowRunContext.get()
+        flow_run = context.flow_run
+        url = run_url(str(flow_run.id))
+        notify(RunEvent(kind="awaiting_approval", flow=context.flow.name, run_name=flow_run.name,
+                        run_id=str(flow_run.id), url=url,
                         message=f"Step {sub.id} ({sub.title}) waits for your decision "
                                 f"(Prefect UI: the paused run -> Resume). Default in {self.timeout_s}s: "
                                 f"{sub.approval_default}."))
+        publish(Progress(phase="waiting", text=f"step {sub.id} waits for your decision"
+                                                + (f" in the Prefect UI: {url}" if url else " in the Prefect UI")))
         try:
-            form = pause_flow_run(
-                wait_for_input=ApprovalInput.with_initial_data(description=request, approve=False),
-                timeout=self.timeout_s, poll_interval=self.poll_s, key=pause_key(sub.id),
-            )
+            form = pause_flow_run(wait_for_input=approval_form(sub, request), timeout=self.timeout_s,
+                                  poll_interval=self.poll_s, key=pause_key(sub.id))
         except FlowPauseTimeout:
             _resume_after_timeout()
             approved = sub.approval_default == "approve"
@@ -123,32 +120,38 @@ class PrefectApprover:
         return record_decision(self.audit, sub, answer, answered=answered)
 
 
-def answer_from_form(form: ApprovalInput, sub: SubTask) -> tuple[ApprovalAnswer, bool]:
-    """The answer the form carries, and whether it carries one at all.
+def _what_next(sub: SubTask, answer: ApprovalAnswer) -> str:
+    return "the step runs now" if answer.approved else REJECTING[sub.on_reject]
 
-    Prefect hands back a form with only its defaults when the run was resumed without input,
-    so `approve` missing from the fields set means nobody decided: not approved (a resume
-    must not approve by accident), but not a person's rejection either."""
-    if "approve" in form.model_fields_set:
-        return ApprovalAnswer(approved=form.approve, comment=form.comment, value=form.value,
-                              decided_by=form.decided_by or None), True
-    note = f"{NO_ANSWER}: nobody answered the approval form; treated as a rejection (on_reject: {sub.on_reject})"
-    comment = f"{note}; comment: {form.comment}" if form.comment else note
-    answer = ApprovalAnswer(approved=False, comment=comment, value=form.value, decided_by=form.decided_by or None,
-                            answered=False)
-    return answer, False
+
+def decision_markdown(sub: SubTask, answer: ApprovalAnswer, decision: str) -> str:
+    """The "decision" artifact: what was decided, by whom, and what happens because of it."""
+    rows = [("decision", decision.upper() if decision in ("approved", "rejected") else decision),
+            ("decided by", answer.decided_by or "nobody named"), ("comment", answer.comment or "-")]
+    if sub.ask:
+        rows.append(("answer to: " + sub.ask, answer.value or "-"))
+    rows += [("timed out", "yes" if answer.timed_out else "no"), ("what happens", _what_next(sub, answer))]
+    lines = "\n".join(f"- **{k}:** {str(v).replace(chr(10), ' ')}" for k, v in rows)
+    return f"### Decision on step `{sub.id}`: {sub.title}\n\n{lines}\n"
 
 
 def record_decision(audit: AuditLog, sub: SubTask, answer: ApprovalAnswer, *,
                     answered: bool = True) -> ApprovalAnswer:
-    """Keep the decision in the audit trail and the run's log; `answered=False` when nobody decided."""
+    """Keep the decision in the audit trail, echo it in the run's log and a "decision" artifact.
+
+    `answered=False` when nobody decided."""
     decision = NO_ANSWER if not answered else "approved" if answer.approved else "rejected"
     audit.record_decision(Decision(
         **current_context().model_dump(exclude={"task_id", "task_name", "agent"}),
         step=sub.id, decision=decision, decided_by=answer.decided_by, comment=answer.comment,
         timed_out=answer.timed_out, value=answer.value or None,
     ))
-    _logger().info("step %s %s%s", sub.id, decision, f": {answer.comment}" if answer.comment else "")
+    said = decision.upper() if answered else decision
+    by = f" by {answer.decided_by}" if answer.decided_by else ""
+    comment = f' ("{answer.comment}")' if answer.comment else ""
+    _logger().info("step %s: %s%s%s; %s", sub.id, said, by, comment, _what_next(sub, answer))
+    _artifact(key=f"decision-{sub.id}".replace("_", "-"), markdown=decision_markdown(sub, answer, decision),
+              description=f"Decision on {sub.id}: {decision}")
     return answer
 
 
@@ -157,14 +160,15 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
     try:
         return get_run_logger()
     except MissingContextError:
-        return logging.getLogger(__name__)
+        return log
 
 
 class TerminalApprover:
     """Ask the person at the terminal instead of pausing for the UI.
 
     For `foreman workflow run` / `foreman run` on the temporary Prefect server, whose UI nobody
-    can open. With no answer (stdin closed) the step's default applies, as on a timeout.
+    can open. The decision is typed out (approve or reject; no default, as in the UI's form);
+    with no answer (stdin closed) the step's default applies, as on a timeout.
     """
 
     def __init__(self, audit: AuditLog) -> None:
@@ -177,19 +181,38 @@ class TerminalApprover:
         from rich.console import Console
         from rich.markdown import Markdown
 
-        Console(stderr=True).print(Markdown(approval_request(sub, inputs)))
+        publish(Progress(phase="asking", text=f"step {sub.id} waits for your decision here"))
+        Console(stderr=True).print(Markdown(approval_request(sub, inputs, limit=None)))  # whole: it scrolls
         try:
-            approved = typer.confirm("Approve?", default=sub.approval_default == "approve", err=True)
+            choice = typer.prompt("Decision (approve/reject)", value_proc=_decision, err=True)
             comment = typer.prompt("Comment", default="", show_default=False, err=True)
             value = typer.prompt(sub.ask, default="", show_default=False, err=True) if sub.ask else ""
         except (EOFError, typer.Abort):
             answer = ApprovalAnswer(approved=sub.approval_default == "approve", timed_out=True,
                                     comment=f"no answer on the terminal; default: {sub.approval_default}")
         else:
-            answer = ApprovalAnswer(approved=approved, comment=comment, value=value, decided_by=getpass.getuser())
+            answer = ApprovalAnswer(approved=choice, comment=comment, value=value,
+                                    decided_by=getpass.getuser())
         return record_decision(self.audit, sub, answer)
+
+
+TYPED = {"approve": True, "yes": True, "y": True, "reject": False, "no": False, "n": False}
+
+
+def _decision(text: str) -> bool:
+    """The typed decision; anything else is asked again (there is no default to fall back on)."""
+    import typer
+
+    decided = TYPED.get(text.strip().lower())
+    if decided is None:
+        raise typer.BadParameter("type approve or reject (or yes / no)")
+    return decided
 
 
 def approver_for(approve_in: str, audit: AuditLog, timeout_s: int) -> PrefectApprover | TerminalApprover:
     """Where a run's approval points ask: the Prefect UI (pause for the form) or this terminal."""
     return TerminalApprover(audit) if approve_in == "terminal" else PrefectApprover(audit, timeout_s=timeout_s)
+
+
+__all__ = ["ApprovalInput", "PrefectApprover", "TerminalApprover", "answer_from_form", "approval_request",
+           "approver_for", "pause_key", "record_decision"]

@@ -4,7 +4,8 @@ Tools are granted at three levels, exactly as in ControlFlow's custom-tools exam
 - the flow gets `update_user`: every agent in it may message the user;
 - the `file-searcher` agent gets `list_files`: it may list files in any task;
 - the analysis task gets `read_file`: file contents are readable only while it runs.
-The folder searched is the workspace for this run; no tool can leave it.
+The folder searched is the workspace for this run; no tool can leave it. The findings are
+the run's "answer" artifact and its persisted result.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import describe_model
 from foreman.agents.registry import build_agent
 from foreman.cf_adapter.taskrun import private_flow, run_step
+from foreman.engine.explain import write_answer
+from foreman.errors import ConfigurationError
+from foreman.flows.forms import offer_form
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import get_settings
 from foreman.tools.catalog import ToolEnv, build_tools
@@ -39,16 +43,31 @@ class FileSearchResult(BaseModel):
     findings: str = Field(description="What the files say about the query.")
 
 
-@flow(name="file-search", log_prints=True, **FAILURE_HOOKS)
+class FileSearchForm(BaseModel):
+    """The file-search deployment's form."""
+
+    query: str = Field(title="What to look for", description="A topic or question, e.g. 'launch meeting'.")
+    directory: str | None = Field(default=None, title="Folder",
+                                  description="The folder to search (default: FOREMAN_WORKSPACE on the worker).")
+    max_llm_calls: int = Field(default=8, title="Model-call budget", description="Per step.")
+
+
+def search_root(directory: str | None) -> Path:
+    """The folder a search reads, or a ConfigurationError naming it (checked before a run starts, too)."""
+    root = Path(directory or get_settings().workspace).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigurationError(f"directory {str(root)!r} does not exist or is not a folder; pass an existing folder")
+    return root
+
+
+@flow(name="file-search", log_prints=True, persist_result=True, **FAILURE_HOOKS)
 def file_search(query: str, directory: str | None = None, max_llm_calls: int = 8) -> FileSearchResult:
     """Find the files in `directory` that relate to `query`, read them, and report the findings.
 
     `directory` defaults to the configured workspace (FOREMAN_WORKSPACE, the demo folder).
     """
     settings = get_settings()
-    root = Path(directory or settings.workspace).expanduser().resolve()
-    if not root.is_dir():
-        raise ValueError(f"directory {str(root)!r} does not exist or is not a folder; pass an existing folder")
+    root = search_root(directory)
     log = get_run_logger()
     log.info(describe_model(settings))
 
@@ -85,4 +104,8 @@ def file_search(query: str, directory: str | None = None, max_llm_calls: int = 8
 
     result = FileSearchResult(query=query, directory=str(root), files=files, findings=findings)
     log.info("found %d file(s): %s", len(files), ", ".join(files) or "none")
+    write_answer(query, findings, sources=files)
     return result
+
+
+offer_form(file_search, FileSearchForm)

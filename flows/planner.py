@@ -3,7 +3,8 @@
 The planner agent writes the plan; the validator checks it (repairs go back to the
 planner); the engine runs ready sub-tasks in parallel, retries, replans when a step
 fails for good, stays within budgets, and keeps finished results so a re-run resumes.
-Every step is explained as Prefect artifacts; the answer is synthesized at the end.
+Every step is explained as Prefect artifacts, progress is told from the first second
+(planning included), and the answer is an artifact and the flow run's persisted result.
 """
 
 from __future__ import annotations
@@ -13,29 +14,61 @@ import foreman  # noqa: F401  (offline env first: Prefect may load this file by 
 # isort: split
 
 import time
-from typing import Literal
+from contextvars import ContextVar
+from typing import Any, Literal
 
 import controlflow as cf
-from prefect import flow, get_run_logger
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.tracers.context import register_configure_hook
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
 
 from foreman.agents.models import build_chat_model, describe_model, uses_embedded_model
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
 from foreman.cf_adapter.taskrun import run_task
 from foreman.engine.cf_runner import build_scope
+from foreman.engine.explain import ProgressArtifact, write_answer
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
+from foreman.engine.progress import Progress, listening, publish
 from foreman.engine.records import Budgets, RunReport, RunStatus
-from foreman.engine.runs import PlanRunResult, execute_plan, finish, result_of, run_key_for
+from foreman.engine.runs import (
+    PlanRunResult,
+    execute_plan,
+    finish,
+    not_run_reasons,
+    result_of,
+    run_key_for,
+)
 from foreman.engine.store import RunStore, run_store
 from foreman.engine.validate import PlanScope, ValidPlan, validate_plan
 from foreman.errors import TaskNotCompleted
 from foreman.flows.approval import approver_for
+from foreman.flows.forms import offer_form
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
 from foreman.tools.catalog import ToolEnv
+
+_planning_calls: ContextVar[BaseCallbackHandler | None] = ContextVar("foreman_planning_calls", default=None)
+register_configure_hook(_planning_calls, inheritable=True)  # LangChain adds it to every model call
+
+
+class PlanningCalls(BaseCallbackHandler):
+    """Counts the planner's model calls as they start, for the progress artifact and status line."""
+
+    def __init__(self, limit: int, run_id: str | None) -> None:
+        self.limit = limit
+        self.run_id = run_id
+        self.calls = 0
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        self.calls += 1
+        publish(Progress(phase="planning", text=f"planning: model call {self.calls} of at most {self.limit}",
+                         percent=0.0, run_id=self.run_id))
 
 
 def make_planner(scope: PlanScope, settings: Settings, env: ToolEnv) -> Planner:
@@ -54,7 +87,12 @@ def plan_objective(objective: str, *, allowed_tools: list[str] | None = None, al
     env = tool_env(policy, settings)
     scope = build_scope(registry, policy)
     lessons = run_store().similar_runs(objective)
-    return make_planner(scope, settings, env).plan(objective, lessons=lessons)
+    planner = make_planner(scope, settings, env)
+    token = _planning_calls.set(PlanningCalls(planner.max_llm_calls * (1 + planner.max_repairs), None))
+    try:
+        return planner.plan(objective, lessons=lessons)
+    finally:
+        _planning_calls.reset(token)
 
 
 def synthesize(objective: str, report: RunReport, settings: Settings, env: ToolEnv) -> str:
@@ -72,7 +110,32 @@ def synthesize(objective: str, report: RunReport, settings: Settings, env: ToolE
         return "\n".join(f"{k}: {v}" for k, v in report.results.items())
 
 
-@flow(name="plan-and-run", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, **FAILURE_HOOKS)
+class PlannerForm(BaseModel):
+    """The plan-and-run deployment's form: what a person starting a run from the UI may set.
+
+    `plan`, `resume` and `approve_in` stay Python-only: a worker has no terminal to answer on,
+    and a run key or a whole plan is not something to type into a form."""
+
+    objective: str = Field(title="Objective", description="What you want done, in plain words.")
+    workspace: str | None = Field(default=None, title="Workspace folder",
+                                  description="The folder the agents' file tools work in (default: FOREMAN_WORKSPACE).")
+    allowed_tools: list[str] | None = Field(default=None, title="Allowed tools",
+                                            description="Only these tools (default: every read-only tool).")
+    allow_write: bool = Field(default=False, title="Allow writing files",
+                              description="Let steps write files in the workspace.")
+    allow_code: bool = Field(default=False, title="Allow running Python",
+                             description="Let steps run Python in the sandbox.")
+    max_llm_calls: int = Field(default=60, title="Model-call budget", description="For the whole run.")
+    max_tokens: int = Field(default=400_000, title="Token budget", description="For the whole run.")
+    max_wall_s: float = Field(default=1800.0, title="Time budget (s)", description="Wall time for the whole run.")
+    max_replans: int = Field(default=2, title="Revisions", description="How often the planner may revise the plan.")
+    max_concurrency: int = Field(default=4, title="Steps at once", description="Steps running at the same time.")
+    approval_timeout_s: int = Field(default=3600, title="Approval timeout (s)",
+                                    description="How long an approval point waits before its default applies.")
+
+
+@flow(name="plan-and-run", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True,
+      persist_result=True, **FAILURE_HOOKS)
 def plan_and_run(
     objective: str,
     workspace: str | None = None,
@@ -95,6 +158,22 @@ def plan_and_run(
     `resume` re-runs an earlier run (its run key) without redoing finished sub-tasks.
     `plan` skips planning and runs the given plan (the same format workflow files use).
     """
+    run_id = str(FlowRunContext.get().flow_run.id)
+    with listening(ProgressArtifact(run_id, "planning")):
+        return _plan_and_run(objective, run_id, workspace=workspace, allowed_tools=allowed_tools,
+                             allow_write=allow_write, allow_code=allow_code, resume=resume, plan=plan,
+                             approval_timeout_s=approval_timeout_s, approve_in=approve_in,
+                             budgets=Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens,
+                                             max_wall_s=max_wall_s, max_replans=max_replans,
+                                             max_concurrency=max_concurrency))
+
+
+offer_form(plan_and_run, PlannerForm)
+
+
+def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed_tools: list[str] | None,
+                  allow_write: bool, allow_code: bool, resume: str | None, plan: Plan | None,
+                  approval_timeout_s: int, approve_in: str, budgets: Budgets) -> Any:
     log = get_run_logger()
     settings = get_settings()
     log.info(describe_model(settings))
@@ -104,26 +183,47 @@ def plan_and_run(
     env = tool_env(policy, settings)
     scope = build_scope(registry, policy)
     store = run_store()
-    run_key = run_key_for(resume, str(FlowRunContext.get().flow_run.id), store)
+    run_key = run_key_for(resume, run_id, store)
     planner = make_planner(scope, settings, env)
 
-    valid, repaired = _get_plan(objective, plan, run_key, store, planner, scope)
+    valid, repaired = planning(objective, plan, run_key, store, planner, scope, run_id)
     log.info("plan: %s", " | ".join(f"{t.id}<-{','.join(t.depends_on) or '-'}" for t in valid.plan.tasks))
     store.record_run(run_key, objective, RunStatus.RUNNING.value, None, valid.plan.model_dump(mode="json"), [],
                      started, 0.0, "running")
 
-    budgets = Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens, max_wall_s=max_wall_s,
-                      max_replans=max_replans, max_concurrency=max_concurrency)
     report = execute_plan(valid, run_key, policy=policy, env=env, scope=scope, agents=registry, settings=settings,
                           store=store, budgets=budgets, replanner=planner.replan,
                           approver=approver_for(approve_in, env.audit, approval_timeout_s))
 
+    publish(Progress(phase="answering", text="writing the answer", percent=100.0))
     answer = synthesize(objective, report, settings, env)
+    write_answer(objective, answer)
+    log.info("answer (in full: the run's \"answer\" artifact): %s", answer[:500] + ("…" if len(answer) > 500 else ""))
     summary = _summary(report)
     store.record_run(run_key, objective, report.status.value, report.stopped_by,
                      report.plan.model_dump(mode="json"),
                      [r.model_dump(mode="json") for r in report.revisions], started, time.time() - started, summary)
-    return finish(result_of(report, objective=objective, answer=answer, started=started, repaired_plan=repaired))
+    result = result_of(report, objective=objective, answer=answer, started=started, repaired_plan=repaired)
+    publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
+    return finish(result, not_run_reasons(report))
+
+
+def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,
+             scope: PlanScope, run_id: str) -> tuple[ValidPlan, bool]:
+    """Planning as a task run of its own, so the UI shows a running "plan" from the first second,
+    and its model calls as they start ("planning: model call 1 of at most 6")."""
+    calls = PlanningCalls(planner.max_llm_calls * (1 + planner.max_repairs), run_id)
+
+    @task(name="plan", task_run_name="plan", cache_policy=NO_CACHE, persist_result=False)
+    def plan() -> tuple[ValidPlan, bool]:  # no parameters: Prefect must not walk the planner
+        token = _planning_calls.set(calls)
+        try:
+            return _get_plan(objective, given, run_key, store, planner, scope)
+        finally:
+            _planning_calls.reset(token)
+
+    publish(Progress(phase="planning", text="planning", percent=0.0, run_id=run_id))
+    return plan()
 
 
 def _get_plan(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,

@@ -3,6 +3,8 @@
 The Prefect UI's Resume form is one way to decide; this is the other, for a person on a
 terminal (an SSH session to the homelab) or a script: list what waits, read the same
 context the form shows, and answer. It talks to whatever server PREFECT_API_URL names.
+A run is named as `foreman audit` names it: its id, its first 8 or more characters, or its
+run name ("calm-otter").
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from foreman.errors import NotWaiting
+from foreman.errors import ConfigurationError, NotWaiting
 
 PAUSE_PREFIX = "approve-"
+MIN_PREFIX = 8
 
 
 class WaitingApproval(BaseModel):
@@ -29,6 +32,7 @@ class WaitingApproval(BaseModel):
     since: datetime | None
     timeout_at: datetime | None
     request: str
+    asks_value: bool = False  # the step asks a question: its form has a "value" field
 
     @property
     def title(self) -> str:
@@ -51,15 +55,19 @@ def _waiting(client: Any, flow_run: Any) -> WaitingApproval | None:
         return None
     from prefect.input.run_input import keyset_from_paused_state
 
+    keyset = keyset_from_paused_state(state)
     try:
-        request = client.read_flow_run_input(flow_run.id, keyset_from_paused_state(state)["description"])
+        request = client.read_flow_run_input(flow_run.id, keyset["description"])
     except Exception:  # noqa: BLE001  (an old pause without a description still shows)
         request = ""
+    try:
+        asks = "value" in json.loads(client.read_flow_run_input(flow_run.id, keyset["schema"]))["properties"]
+    except Exception:  # noqa: BLE001
+        asks = False
     flow = client.read_flow(flow_run.flow_id).name
     return WaitingApproval(run_id=str(flow_run.id), run_name=flow_run.name, flow=flow, step=step,
                            since=state.timestamp, timeout_at=state.state_details.pause_timeout,
-                           request=_unquote(request))
-
+                           request=_unquote(request), asks_value=asks)
 
 def _unquote(value: str) -> str:
     """Run inputs are stored as JSON; the description is a JSON string."""
@@ -89,32 +97,72 @@ def waiting_approvals(limit: int = 50) -> list[WaitingApproval]:
         return [w for run in runs if (w := _waiting(client, run)) is not None]
 
 
-def read_approval(run_id: str) -> WaitingApproval:
-    """The approval a run waits at, or `NotWaiting` saying what the run is doing instead."""
-    from prefect import get_client
+def find_run(client: Any, ref: str) -> Any:
+    """The flow run `ref` names: a full id, its first 8+ characters, or its run name."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
     from prefect.exceptions import ObjectNotFound
 
+    ref = ref.strip()
+    hint = "`foreman approvals` lists the waiting ones"
+    try:
+        return client.read_flow_run(UUID(ref))
+    except ValueError:
+        pass
+    except ObjectNotFound:
+        raise NotWaiting(f"no flow run {ref!r} on this server; {hint}") from None
+    named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[ref])), limit=2)
+    if len(named) == 1:
+        return named[0]
+    if len(ref) >= MIN_PREFIX:
+        paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+        for runs in (client.read_flow_runs(flow_run_filter=paused, limit=200), client.read_flow_runs(limit=200)):
+            found = [r for r in runs if str(r.id).startswith(ref.lower())]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise NotWaiting(f"{ref!r} is the start of several runs' ids ({', '.join(str(r.id) for r in found)}); "
+                                 "give more characters")
+    if len(named) > 1:
+        raise NotWaiting(f"several runs are named {ref!r}; give the run id instead ({hint})")
+    raise NotWaiting(f"no flow run {ref!r} on this server (give its id, its first {MIN_PREFIX}+ characters, "
+                     f"or its run name); {hint}")
+
+
+def read_approval(run: str) -> WaitingApproval:
+    """The approval a run waits at, or `NotWaiting` saying what the run is doing instead."""
+    from prefect import get_client
+
     with get_client(sync_client=True) as client:
-        try:
-            flow_run = client.read_flow_run(UUID(run_id))
-        except (ValueError, ObjectNotFound):
-            raise NotWaiting(f"no flow run {run_id!r} on this server; `foreman approvals` lists the waiting ones") from None
+        flow_run = find_run(client, run)
         waiting = _waiting(client, flow_run)
         if waiting is None:
             state = flow_run.state.type.value if flow_run.state else "no state"
-            raise NotWaiting(f"run {flow_run.name} ({run_id}) is {state}, not waiting for an approval")
+            raise NotWaiting(f"run {flow_run.name} ({flow_run.id}) is {state}, not waiting for an approval")
         return waiting
 
 
-def answer_approval(run_id: str, *, approve: bool, comment: str = "", value: str = "",
+def answer_approval(run: str, *, approve: bool, comment: str = "", value: str = "",
                     decided_by: str = "") -> WaitingApproval:
-    """Resume the run with a decision; the run records it in the audit log as any other."""
+    """Resume the run with a decision, as the Resume form does; the run audits it as any other.
+
+    `value` is sent only when the step asks a question (the form has no field for it otherwise)."""
     from prefect.flow_runs import resume_flow_run
 
-    waiting = read_approval(run_id)
+    waiting = read_approval(run)
+    if value and not waiting.asks_value:
+        raise ConfigurationError(f"step {waiting.step} asks no question; answer without --value")
+    answer: dict[str, Any] = {"decision": "approve" if approve else "reject", "comment": comment,
+                              "decided_by": decided_by}
+    if waiting.asks_value:
+        answer["value"] = value
     try:
-        resume_flow_run(UUID(run_id), run_input={"approve": approve, "comment": comment, "value": value,
-                                                 "decided_by": decided_by})
+        resume_flow_run(UUID(waiting.run_id), run_input=answer)
     except Exception as exc:  # noqa: BLE001  (the pause timed out or another person answered first)
         raise NotWaiting(f"could not answer run {waiting.run_name}: {exc}") from None
     return waiting

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from foreman.prefect_ui import run_url
 from foreman.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,6 @@ class RunEvent(BaseModel):
     @property
     def body(self) -> str:
         return self.message + (f"\n\nOpen the run: {self.url}" if self.url else "")
-
-
-def run_url(run_id: str) -> str | None:
-    """The run's page in the Prefect UI, when the UI's address is known."""
-    from prefect.settings import get_current_settings
-
-    ui = get_current_settings().ui_url
-    return f"{str(ui).rstrip('/')}/runs/flow-run/{run_id}" if ui and run_id else None
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -135,3 +128,5 @@ def crash_automations(slugs: list[str] | None = None) -> list[str]:
 
 
 FAILURE_HOOKS: dict[str, list[Any]] = {"on_failure": [on_run_failure], "on_crashed": [on_run_failure]}
+
+__all__ = ["FAILURE_HOOKS", "RunEvent", "crash_automations", "notify", "on_run_failure", "run_url"]

@@ -33,6 +33,7 @@ FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def test_prefect_yaml_deploys_each_example_workflow_with_the_schedule_its_file_carries() -> None:
+    from foreman.flows import examples
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert {"file-search", "plan-and-run", "run-workflow"} <= set(deployments)
     for workflow_file in sorted(ROOT.glob("workflows/*/workflow.yaml")):
@@ -42,6 +43,9 @@ def test_prefect_yaml_deploys_each_example_workflow_with_the_schedule_its_file_c
         assert deployment["parameters"]["path"] == str(workflow_file.relative_to(ROOT))
         assert deployment["parameters"].get("params", {}) == workflow.defaults  # the form shows the file's values
         assert [s["cron"] for s in deployment["schedules"]] == [workflow.schedule.cron]
+        assert [s["active"] for s in deployment["schedules"]] == [False]  # shipped switched off
+        module, _, attribute = deployment["entrypoint"].partition(":")
+        assert module == "flows/examples.py" and getattr(examples, attribute).name == "run-workflow"
 
 
 # --- the whole setup, end to end ---------------------------------------------------------
@@ -86,9 +90,12 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def cli(self, *args: str, tool: str = "prefect") -> str:
-        done = subprocess.run([str(BIN / tool), *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+    def run(self, *args: str, tool: str = "prefect") -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / tool), *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
                               timeout=300, check=False)
+
+    def cli(self, *args: str, tool: str = "prefect") -> str:
+        done = self.run(*args, tool=tool)
         assert done.returncode == 0, f"{tool} {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
         return done.stdout
 
@@ -179,14 +186,32 @@ def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack,
     assert {"file-search", "plan-and-run", "run-workflow", "log-pipeline", "content-pipeline"} <= set(deployments)
     log_pipeline = deployments["log-pipeline"]
     assert [(s["schedule"]["cron"], s["active"]) for s in log_pipeline["schedules"]] == [("0 3 * * *", False)]
-    assert {"path", "params"} <= set(log_pipeline["parameter_openapi_schema"]["properties"])  # a form in the UI
+    form = log_pipeline["parameter_openapi_schema"]
+    assert {"path", "params"} <= set(form["properties"])  # a form in the UI
     assert log_pipeline["parameters"]["params"] == {"source": "incoming", "min_errors": 1}  # prefilled
+    typed = form["definitions"][form["properties"]["params"]["$ref"].split("/")[-1]]["properties"]
+    assert typed["min_errors"]["type"] == "integer" and typed["source"]["description"]  # typed fields, not JSON
+    planner_form = deployments["plan-and-run"]["parameter_openapi_schema"]["properties"]
+    assert not {"plan", "resume", "approve_in"} & set(planner_form)  # internals are not offered to a person
+    assert planner_form["objective"]["title"] == "Objective" and planner_form["max_llm_calls"]["description"]
 
-    # the user's own folder of scripts: deployed with the schedule its file carries
+    # the shipped example is not taken over, and its schedule stays off
+    refused = stack.run("workflow", "deploy", "workflows/log_pipeline/workflow.yaml", tool="foreman")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "run-workflow/log-pipeline already exists" in refused.stderr and "Traceback" not in refused.stderr
+    shipped = stack.deployments()["log-pipeline"]
+    assert shipped["entrypoint"] == log_pipeline["entrypoint"] and not shipped["schedules"][0]["active"]
+
+    # the user's own folder of scripts: deployed with the schedule its file carries, switched off
     workflow = chores(tmp_path / "chores")
-    stack.cli("workflow", "deploy", str(workflow), "--paused", tool="foreman")
+    stack.cli("workflow", "deploy", str(workflow), tool="foreman")
     [schedule] = stack.deployments()["chores"]["schedules"]
     assert schedule["schedule"]["cron"] == "30 4 * * *" and schedule["schedule"]["timezone"] == "Europe/Berlin"
+    assert schedule["active"] is False  # nobody asked for it to run by itself
+    stack.cli("workflow", "deploy", str(workflow), "--schedule-on", tool="foreman")
+    assert stack.deployments()["chores"]["schedules"][0]["active"] is True
+    stack.cli("workflow", "deploy", str(workflow), tool="foreman")  # a re-deploy keeps what the person chose
+    assert stack.deployments()["chores"]["schedules"][0]["active"] is True
 
     stack.start("worker", "start", "--pool", "foreman", log="worker.log")
     run = stack.http.post(f"/deployments/{deployments['run-workflow']['id']}/create_flow_run",
@@ -198,13 +223,14 @@ def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack,
     form = {i["key"]: json.loads(i["value"]) for i in stack.http.post(
         f"/flow_runs/{run_id}/input/filter", json={"prefix": "paused-approve-d-rotate", "limit": 10}).json()}
     # the form the UI renders, and above it the step's context
-    assert {"approve", "comment", "decided_by", "value"} <= set(form["paused-approve-d-rotate-schema"]["properties"])
+    schema = form["paused-approve-d-rotate-schema"]
+    assert {"decision", "comment", "decided_by"} <= set(schema["properties"]) and schema["required"] == ["decision"]
     description = form["paused-approve-d-rotate-description"]
     assert "d_rotate.py" in description and '"over_limit": false' in description
     waiting = stack.cli("approvals", tool="foreman")  # the same, for a person on a terminal
     assert run_id in waiting and "step d_rotate" in waiting, waiting
     resumed = stack.http.post(f"/flow_runs/{run_id}/resume", json={"run_input": {
-        "approve": True, "comment": "rotate tonight", "decided_by": "sam"}})
+        "decision": "approve", "comment": "rotate tonight", "decided_by": "sam"}})
     assert resumed.is_success and resumed.json().get("status") == "ACCEPT", \
         f"{resumed.status_code} {resumed.text}\n{(stack.tmp / 'server.log').read_text()[-4000:]}"
     assert stack.wait_state(run_id, {"COMPLETED"}) == "COMPLETED"

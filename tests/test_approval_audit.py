@@ -18,7 +18,7 @@ from foreman.flows import approval
 from foreman.tools.audit import MAX_TEXT, NO_ANSWER, AuditLog, Decision
 
 STEP = SubTask(id="delete", title="Delete old logs", instructions="Delete them.", agent="generalist", approval=True,
-               on_reject="fail")
+               on_reject="fail", ask="How many days to keep?")
 
 
 @pytest.fixture()
@@ -58,14 +58,14 @@ def test_an_input_without_a_decision_is_no_answer_either(resume_with) -> None:
 
 
 def test_a_form_with_a_decision_is_audited_as_that_decision(resume_with) -> None:
-    _, rejected = resume_with({"approve": False, "comment": "not today", "decided_by": "", "value": ""})
+    _, rejected = resume_with({"decision": "reject", "comment": "not today", "decided_by": ""})
     assert (rejected.decision, rejected.decided_by, rejected.comment) == ("rejected", None, "not today")
-    answer, approved = resume_with({"approve": True, "decided_by": "sam", "value": "v2"})
+    answer, approved = resume_with({"decision": "approve", "decided_by": "sam", "value": "v2"})
     assert answer.approved and (approved.decision, approved.decided_by, approved.value) == ("approved", "sam", "v2")
 
 
 def test_value_comment_and_name_are_clipped_alike(resume_with) -> None:
     huge = "x" * 1_000_000
-    _, decision = resume_with({"approve": True, "comment": huge, "value": huge, "decided_by": huge})
+    _, decision = resume_with({"decision": "approve", "comment": huge, "value": huge, "decided_by": huge})
     for text in (decision.value, decision.comment, decision.decided_by):
         assert len(text) < MAX_TEXT + 40 and text.endswith(f"… [{1_000_000 - MAX_TEXT} chars cut]")

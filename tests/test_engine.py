@@ -294,7 +294,7 @@ def test_rejection_skips_the_branch_by_default_and_the_rest_goes_on(workspace: P
     ])
     report = run_plan(plan, scripted({}), workspace, approver=Person(publish=ApprovalAnswer(approved=False, comment="not yet")))
     statuses = {i: o.status for i, o in report.outcomes.items()}
-    assert statuses == {"a": NodeStatus.COMPLETED, "publish": NodeStatus.SKIPPED, "after": NodeStatus.SKIPPED,
+    assert statuses == {"a": NodeStatus.COMPLETED, "publish": NodeStatus.REJECTED, "after": NodeStatus.SKIPPED,
                         "other": NodeStatus.COMPLETED}
     assert "not yet" in report.outcomes["publish"].reason and report.status == RunStatus.COMPLETED
 
@@ -344,5 +344,5 @@ def test_mandatory_approval_tools_put_an_approval_point_before_steps_that_may_us
     person = Person(look=ApprovalAnswer(approved=False))
     report = run_plan(plan, scripted({}), workspace, approver=person, approval_tools=["read_file"])
     assert person.asked == ["look"]  # "chat" (generalist) cannot reach read_file: not asked
-    assert report.outcomes["look"].status == NodeStatus.SKIPPED
+    assert report.outcomes["look"].status == NodeStatus.REJECTED
     assert report.outcomes["chat"].status == NodeStatus.COMPLETED

@@ -65,7 +65,7 @@ def test_content_pipeline_researches_writes_reviews_and_publishes_once_approved(
         "Review the draft": [succeed_model(ready=True, notes="all claims are in backups.md")],
     })
     result, run_id = run_and_decide(folder / "workflow.yaml", model, paused_run,
-                                    {"approve": True, "comment": "looks right", "decided_by": "sam",
+                                    {"decision": "approve", "comment": "looks right", "decided_by": "sam",
                                      "value": "Trustworthy backups"})
 
     assert result.statuses == {"research": "COMPLETED", "write": "COMPLETED", "review": "COMPLETED",
@@ -100,7 +100,7 @@ def test_log_pipeline_summarizes_errors_redacts_and_archives_after_approval(tmp_
     folder = tmp_path / "logs"
     shutil.copytree(WORKFLOWS / "log_pipeline", folder, ignore=shutil.ignore_patterns("work", "archive"))
     model = by_step({"Summarize anomalies": [succeed("One upload failed at 03:02.")]})
-    result, _ = run_and_decide(folder / "workflow.yaml", model, paused_run, {"approve": True})
+    result, _ = run_and_decide(folder / "workflow.yaml", model, paused_run, {"decision": "approve"})
 
     assert result.statuses == {"collect": "COMPLETED", "redact": "COMPLETED", "summarize": "COMPLETED",
                                "upload": "COMPLETED"}

@@ -138,6 +138,8 @@ def test_agent_that_never_completes_fails_the_flow_with_the_budget_named(workspa
 
 def test_missing_directory_is_refused_before_any_model_call(tmp_path: Path) -> None:
     model = ScriptedChatModel()
-    with use_model(model), pytest.raises(ValueError, match="does not exist"):
+    from foreman.errors import ConfigurationError
+
+    with use_model(model), pytest.raises(ConfigurationError, match="does not exist"):
         file_search(query="x", directory=str(tmp_path / "nope"))
     assert model.turns == []

@@ -105,7 +105,7 @@ def test_workflow_run_refuses_code_without_the_flag_before_any_flow_run(tmp_path
     path = tmp_path / "wf.yaml"
     path.write_text(CODE_WORKFLOW)
     out = cli.invoke(app, ["workflow", "run", str(path)], terminal_width=200)
-    assert out.exit_code == 3, out.output
+    assert out.exit_code == 2, out.output  # refused before anything ran
     assert "needs --allow-code" in out.output and "Flow run" not in out.output
 
 
@@ -158,7 +158,7 @@ def test_prefect_does_not_retry_a_configuration_error(tmp_path: Path) -> None:
 def test_resuming_an_unknown_run_key_is_an_error_not_a_fresh_start(workspace: Path) -> None:
     out = cli.invoke(app, ["run", "anything", "--workspace", str(workspace), "--resume", "no-such-key"],
                      terminal_width=200)
-    assert out.exit_code == 1, out.output
+    assert out.exit_code == 2, out.output  # refused before a flow run exists
     assert "--resume 'no-such-key': no run with this key" in out.output
 
 

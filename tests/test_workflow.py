@@ -84,7 +84,7 @@ def test_init_writes_one_step_per_script(tmp_path: Path) -> None:
 def test_check_command_fails_with_the_errors(tmp_path: Path) -> None:
     path = write(tmp_path, "name: x\nsteps:\n  - {id: a, agent: wizard, instructions: i}\n")
     out = runner.invoke(app, ["workflow", "check", str(path)], terminal_width=200)
-    assert out.exit_code == 3  # an invalid workflow: nothing ran
+    assert out.exit_code == 2  # an invalid workflow: refused, nothing ran
     assert "unknown agent 'wizard'" in out.output
 
 
@@ -151,9 +151,9 @@ def test_approval_on_the_terminal_for_runs_without_a_prefect_ui(tmp_path: Path) 
     assert (decision.step, decision.decision, decision.comment, decision.value) == ("tag", "approved", "ship it", "v2.1")
 
     closed = runner.invoke(app, ["workflow", "run", str(path), "--approve-here"], input="", terminal_width=200)
-    assert closed.exit_code == 0, closed.output  # rejected by default: the step is skipped, the run completes
+    assert closed.exit_code == 0, closed.output  # rejected by default: the step does not run, the run completes
     lines = {line.split()[1]: line for line in closed.output.splitlines() if line.startswith("│")}
-    assert "SKIPPED" in lines["tag"]
+    assert "REJECTED" in lines["tag"]
     assert audit_log().decisions()[-1].timed_out
 
 
@@ -237,7 +237,7 @@ def test_a_run_takes_params_from_the_command_line(tmp_path: Path) -> None:
     path = params_workflow(tmp_path)
     path.write_text(PARAMS_WORKFLOW.split("  - id: tell")[0])
     refused = runner.invoke(app, ["workflow", "run", str(path), "-p", "limit=3"], terminal_width=200)
-    assert refused.exit_code == 3 and "params.folder: required" in refused.output
+    assert refused.exit_code == 2 and "params.folder: required" in refused.output
 
     out = runner.invoke(app, ["workflow", "run", str(path), "-p", "folder=logs", "--param", "limit=9"],
                         terminal_width=300)

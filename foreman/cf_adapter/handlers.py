@@ -3,19 +3,23 @@
 - `AuditHandler`: a call to a tool that was not in the caller's scope never runs
   (ControlFlow answers "There is no tool called …"); this records each such refusal in
   the audit log with what *was* in scope, so no refusal leaves no trace.
-- `RunLogHandler`: each agent turn's messages and tool calls in the Prefect run's log.
+- `RunLogHandler`: each agent turn in the Prefect run's log, as a person reads it:
+  `researcher says: …`, `researcher → read_file("report.txt")`, `researcher marked the task
+  done: …` (ControlFlow's completion tools in words), a tool's result as a short preview.
 - `UsageCounter`: model calls and tokens of one step, for the run's budgets.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controlflow.events.base import Event
 from controlflow.orchestration.handler import Handler
 
+from foreman.cf_adapter.names import completion_words, is_completion_tool
 from foreman.tools.audit import AuditLog, AuditRecord, current_context
 
 if TYPE_CHECKING:
@@ -67,8 +71,26 @@ class AuditHandler(Handler):
             return []
 
 
+PREVIEW = 300  # characters of a message or result in one log line; the cut is always said
+
+
+def preview(text: str, limit: int = PREVIEW) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def call_text(name: str, args: dict[str, Any]) -> str:
+    """`read_file("report.txt")`, `search_files(query="backup", limit=3)`: a call as code reads."""
+    values = [json.dumps(v, ensure_ascii=False, default=str) for v in args.values()]
+    if len(args) == 1:
+        inner = values[0]
+    else:
+        inner = ", ".join(f"{k}={v}" for k, v in zip(args, values, strict=True))
+    return f"{name}({preview(inner, 200)})"
+
+
 class RunLogHandler(Handler):
-    """Writes each agent turn's tool calls and results into the Prefect run's log."""
+    """Writes each agent turn (what it says, which tools it calls, what they return) into the run's log."""
 
     def _log(self) -> logging.Logger | logging.LoggerAdapter:
         try:
@@ -82,18 +104,34 @@ class RunLogHandler(Handler):
         message = event.message  # a dict in ControlFlow's events
         agent = getattr(event.agent, "name", "?")
         if message.get("content"):
-            self._log().info("%s says: %s", agent, str(message["content"])[:500])
+            self._log().info("%s says: %s", agent, preview(_text_of(message["content"]), 500))
         for call in message.get("tool_calls") or []:
-            self._log().info("%s calls %s(%s)", agent, call["name"], str(call["args"])[:300])
+            name, args = call.get("name") or "?", call.get("args") or {}
+            words = completion_words(name)
+            if words:
+                said = next(iter(args.values()), "") if len(args) == 1 else args
+                self._log().info("%s %s%s", agent, words, f": {preview(_text_of(said))}" if said else "")
+            else:
+                self._log().info("%s → %s", agent, call_text(name, args))
 
     def on_tool_result(self, event: Event) -> None:
         result = event.tool_result
-        name = result.tool_call.get("name")
-        text = result.str_result[:300]
+        name = result.tool_call.get("name") or "?"
+        if is_completion_tool(name) and not result.is_error:
+            return  # "Task #8f88 marked successful": the call above said it
         if result.is_error:
-            self._log().warning("tool %s refused or failed: %s", name, text)
+            self._log().warning("%s refused or failed: %s", name, preview(result.str_result))
         else:
-            self._log().info("tool %s returned: %s", name, text)
+            self._log().info("  %s returned %s", name, preview(result.str_result))
+
+
+def _text_of(content: Any) -> str:
+    """Message content as text: a string, or the text parts of a list (Anthropic-style blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content if p)
+    return json.dumps(content, ensure_ascii=False, default=str)
 
 
 class UsageCounter(Handler):

@@ -37,6 +37,15 @@ def task_id_of(completion_tool: str) -> str:
     return completion_tool.removeprefix(COMPLETION_PREFIX).removesuffix(SUCCESS_SUFFIX)
 
 
+def completion_words(name: str) -> str | None:
+    """What a completion tool call means, in words for a log ("marked the task done"); None otherwise."""
+    if is_success_tool(name):
+        return "marked the task done"
+    if is_failure_tool(name):
+        return "marked the task failed"
+    return None
+
+
 def ran_out_of_calls(reason: str) -> bool:
     """Whether ControlFlow failed the task because its model-call budget ran out."""
     return OUT_OF_CALLS_REASON in reason

@@ -1,8 +1,10 @@
 """The `foreman` command line: the front door to flows, agents, tools, the audit log and the model.
 
 One module per group of commands; heavy imports (ControlFlow, Prefect) happen inside
-commands, so `foreman --help` is quick. Exit codes: 0 done, 1 the run failed (or could not
-reach the server), 2 setup or usage, 3 invalid plan or workflow, 4 tool, 5 model.
+commands, so `foreman --help` is quick. Exit codes: 0 done, 1 the run failed, 2 refused
+before anything ran (a setting, a file, a param, the model configuration, an unreachable
+server: no flow run was created), 3 the planner could not write a valid plan, 4 tool,
+5 model. `--debug` keeps tracebacks.
 """
 
 from __future__ import annotations
@@ -10,10 +12,21 @@ from __future__ import annotations
 import typer
 
 from foreman.cli import people, runs, setup
+from foreman.cli._output import set_debug
 from foreman.cli.setup import model_app, notifications_app
 from foreman.cli.workflows import workflow_app
 
-app = typer.Typer(help="Foreman: LLM agents that do real work, run and watched on Prefect.", no_args_is_help=True)
+app = typer.Typer(help="Foreman: LLM agents that do real work, run and watched on Prefect.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", envvar="FOREMAN_DEBUG",
+                                    help="Show tracebacks (errors are otherwise one line).")) -> None:
+    """Foreman: LLM agents that do real work, run and watched on Prefect."""
+    set_debug(debug)
+
+
 for command in (runs.run, runs.plan, runs.search, setup.agents, setup.tools,
                 people.approvals, people.approve, people.decisions, people.audit):
     app.command()(command)

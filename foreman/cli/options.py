@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from foreman.cli._output import console, fail
+from foreman.cli._output import REFUSED, console, fail
 
 APPROVE_HERE = typer.Option(
     "--approve-here/--approve-in-ui",
@@ -32,16 +33,14 @@ def params(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
-            fail(f"--param {pair!r}: write it as NAME=VALUE, e.g. --param topic=backups", 2)
+            fail(f"--param {pair!r}: write it as NAME=VALUE, e.g. --param topic=backups", REFUSED)
         parsed[name.strip()] = value
     return parsed
 
 
-def check_model(out: Console | None = None) -> None:
-    """Refuse a model setting that cannot work (missing key, unknown provider) before any run."""
-    from foreman.agents.models import check_model_settings, describe_model
+def show_model(out: Console | None = None) -> None:
+    """Say which model the run's agents use (checked already, in the command's preflight)."""
+    from foreman.agents.models import describe_model
     from foreman.settings import get_settings
 
-    settings = get_settings()
-    check_model_settings(settings)
-    (out or console).print(f"[dim]{describe_model(settings)}[/dim]", highlight=False)
+    (out or console).print(Text(describe_model(get_settings()), style="dim"))

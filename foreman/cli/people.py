@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Column, Table
+from rich.text import Text
 
 from foreman.cli._output import console, fail, reporting, require_server
 
@@ -25,14 +26,16 @@ def approvals() -> None:
         return
     for w in waiting:
         until = f", default applies at {w.timeout_at:%Y-%m-%d %H:%M} UTC" if w.timeout_at else ""
-        console.rule(f"{w.flow} / {w.run_name}: step {w.step}")
-        console.print(f"run id {w.run_id}, waiting since {w.since:%Y-%m-%d %H:%M} UTC{until}", highlight=False)
+        console.rule(Text(f"{w.flow} / {w.run_name}: step {w.step}"))
+        console.print(Text(f"run id {w.run_id}, waiting since {w.since:%Y-%m-%d %H:%M} UTC{until}"))
         console.print(Markdown(w.request or f"Approve step {w.step}?"))
-    console.print("\nanswer with: foreman approve RUN_ID [--reject] [--comment TEXT] [--value TEXT]")
+    console.print(Text("\nanswer with: foreman approve RUN [--reject] [--comment TEXT] [--value TEXT]"
+                       "   (RUN: its id, first 8+ characters, or run name)"))
 
 
 def approve(
-    run_id: Annotated[str, typer.Argument(help="The paused run's id (from `foreman approvals`).")],
+    run: Annotated[str, typer.Argument(help="The paused run: its id, its first 8+ characters, or its run name "
+                                            "(from `foreman approvals`).")],
     reject: Annotated[bool, typer.Option("--reject", help="Say no: the step's on_reject rule applies.")] = False,
     comment: Annotated[str, typer.Option(help="Why; kept in the audit log.")] = "",
     value: Annotated[str, typer.Option(help="The answer, when the step asks a question.")] = "",
@@ -45,10 +48,11 @@ def approve(
 
     require_server()
     with reporting():
-        waiting = answer_approval(run_id, approve=not reject, comment=comment, value=value,
+        waiting = answer_approval(run, approve=not reject, comment=comment, value=value,
                                   decided_by=by or getpass.getuser())
-    console.print(f"[green]{'rejected' if reject else 'approved'}[/green] step {waiting.step} of "
-                  f"{waiting.flow} / {waiting.run_name}; the run goes on (audit: foreman audit {run_id})")
+    console.print(Text.assemble(("rejected" if reject else "approved", "green"),
+                                f" step {waiting.step} of {waiting.flow} / {waiting.run_name}; the run goes on "
+                                f"(audit: foreman audit {waiting.run_id})"))
 
 
 def decisions() -> None:
@@ -60,8 +64,9 @@ def decisions() -> None:
     table = Table("time", Column("run", no_wrap=True), "flow", Column("step", no_wrap=True),
                   Column("decision", no_wrap=True), "by", "comment", "value", "timed out")
     for d in found:
-        table.add_row(d.at.strftime("%Y-%m-%d %H:%M:%S"), d.run_name or d.run_id or "-", d.flow_name or "-", d.step,
-                      d.decision, d.decided_by or "-", d.comment, d.value or "-", "yes" if d.timed_out else "-")
+        table.add_row(*_cells(d.at.strftime("%Y-%m-%d %H:%M:%S"), d.run_name or d.run_id or "-", d.flow_name or "-",
+                              d.step, d.decision, d.decided_by or "-", d.comment, d.value or "-",
+                              "yes" if d.timed_out else "-"))
     console.print(table)
 
 
@@ -82,7 +87,8 @@ def audit(
         table = Table("run name", "flow", "first call", "calls", "refused", "errors")
         table.add_column("run id", no_wrap=True, min_width=36)
         for row in recent:
-            table.add_row(*(str(row[k]) for k in ("run_name", "flow_name", "first", "calls", "refused", "errors", "run_id")))
+            table.add_row(*_cells(*(row[k] for k in ("run_name", "flow_name", "first", "calls", "refused", "errors",
+                                                     "run_id"))))
         console.print(table)
         return
     if not records and not decided:
@@ -94,16 +100,21 @@ def audit(
     if decided:
         table = Table("time", "step", "decision", "by", "comment", "value", "timed out", title="human decisions")
         for d in decided:
-            table.add_row(d.at.strftime("%H:%M:%S"), d.step, d.decision, d.decided_by or "-", d.comment,
-                          d.value or "-", "yes" if d.timed_out else "-")
+            table.add_row(*_cells(d.at.strftime("%H:%M:%S"), d.step, d.decision, d.decided_by or "-", d.comment,
+                                  d.value or "-", "yes" if d.timed_out else "-"))
         console.print(table)
     if not records:
         return
     table = Table("time", "agent", "task", "tool", "arguments", "outcome", "ms", "detail",
-                  title=f"run {records[0].run_name} ({records[0].run_id})")
+                  title=Text(f"run {records[0].run_name} ({records[0].run_id})"))
     for r in records:
         colour = {"ok": "green", "refused": "red", "error": "yellow"}[r.outcome]
-        table.add_row(r.at.strftime("%H:%M:%S"), r.agent or "-", r.task_name or "-", r.tool,
-                      json.dumps(r.arguments)[:80], f"[{colour}]{r.outcome}[/{colour}]",
-                      f"{r.duration_ms:.0f}", r.detail[:120])
+        table.add_row(*_cells(r.at.strftime("%H:%M:%S"), r.agent or "-", r.task_name or "-", r.tool,
+                              json.dumps(r.arguments)[:80]), Text(r.outcome, style=colour),
+                      *_cells(f"{r.duration_ms:.0f}", r.detail[:120]))
     console.print(table)
+
+
+def _cells(*values: object) -> list[Text]:
+    """Table cells as text: a comment or a path with [brackets] must not be read as markup."""
+    return [Text(str(v)) for v in values]

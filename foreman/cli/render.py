@@ -7,10 +7,14 @@ import sys
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from foreman.cli._output import console, ui_hint
-from foreman.engine.records import RunStatus
+from foreman.engine.records import NodeStatus, RunStatus
 from foreman.engine.runs import PlanRunResult
+
+STATUS_STYLE = {NodeStatus.COMPLETED: "green", NodeStatus.FAILED: "red", NodeStatus.REJECTED: "yellow",
+                NodeStatus.SKIPPED: "dim"}
 
 
 def finished_result(state: Any) -> PlanRunResult:
@@ -37,14 +41,17 @@ def render_result(result: PlanRunResult, flow_run_id: Any, *, as_json: bool = Fa
     table = Table(what, "status", "result")
     for sub in result.plan.tasks:
         status = result.statuses.get(sub.id)
-        table.add_row(sub.id, status.value if status else "-", str(result.results.get(sub.id, ""))[:100])
+        shown = str(result.results.get(sub.id, ""))
+        table.add_row(Text(sub.id), Text(status.value if status else "-", style=STATUS_STYLE.get(status, "")),
+                      Text(shown[:100] + ("…" if len(shown) > 100 else "")))
     console.print(table)
     if result.reused:
-        console.print(f"reused finished {what}s: {', '.join(result.reused)}")
+        console.print(Text(f"reused finished {what}s: {', '.join(result.reused)}"))
     colour = "green" if result.status == RunStatus.COMPLETED else "red"
-    console.print(f"[{colour}]{result.status.value}[/{colour}]"
-                  + (f" (stopped by {result.stopped_by})" if result.stopped_by else ""))
-    console.print(f"[bold]answer:[/bold] {result.answer}", highlight=False)
-    console.print(f"[dim]{result.llm_calls} model calls, {result.tokens} tokens, {result.duration_s:.1f} s; "
-                  f"run key {result.run_key} (resume with --resume); audit: foreman audit {flow_run_id}[/dim]")
-    console.print(f"[dim]{ui_hint()}[/dim]")
+    console.print(Text.assemble((result.status.value, colour),
+                                f" (stopped by {result.stopped_by})" if result.stopped_by else ""))
+    console.print(Text.assemble(("answer: ", "bold"), result.answer))
+    console.print(Text(f"{result.llm_calls} model calls, {result.tokens} tokens, {result.duration_s:.1f} s; "
+                       f"run key {result.run_key} (resume with --resume); audit: foreman audit {flow_run_id}",
+                       style="dim"))
+    console.print(Text(ui_hint(flow_run_id), style="dim"))

@@ -12,9 +12,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from foreman.cli._output import console, errors_console, fail, reporting, ui_hint
-from foreman.cli.options import APPROVE_HERE, approve_in, check_model
+from foreman.cli._output import (
+    console,
+    errors_console,
+    fail,
+    preflight,
+    reporting,
+    short_tracebacks,
+    ui_hint,
+)
+from foreman.cli.options import APPROVE_HERE, approve_in, show_model
 from foreman.engine.records import RunStatus
 
 JSON = typer.Option("--json", help="Print the whole result as JSON on stdout, nothing else there.")
@@ -45,18 +54,23 @@ def run(
     as_json: Annotated[bool, JSON] = False,
 ) -> None:
     """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
+    from foreman.cli.live import status_line
+    from foreman.cli.preflight import check_planner_run
     from foreman.cli.render import finished_result, render_result
-    from foreman.engine.policy import RunPolicy
     from foreman.flows.planner import plan_and_run
 
+    out = errors_console if as_json else console
+    with preflight():  # refused here, before a flow run exists, rather than as a Failed run
+        check_planner_run(workspace=workspace, allow_write=allow_write, allow_code=allow_code, resume=resume,
+                          budgets={"max_llm_calls": max_llm_calls, "max_concurrency": max_concurrency})
+    show_model(out)
+    short_tracebacks()
     with reporting(), quiet_prefect(as_json):
-        check_model(errors_console if as_json else console)
-        # refused here, before a flow run exists, rather than as a Failed run
-        RunPolicy.build(workspace=workspace, allow_write=allow_write, allow_code=allow_code)
-        state = plan_and_run(objective=objective, workspace=str(workspace) if workspace else None,
-                             allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
-                             max_concurrency=max_concurrency, resume=resume, approve_in=approve_in(approve_here),
-                             return_state=True)
+        with status_line(errors_console):
+            state = plan_and_run(objective=objective, workspace=str(workspace) if workspace else None,
+                                 allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
+                                 max_concurrency=max_concurrency, resume=resume,
+                                 approve_in=approve_in(approve_here), return_state=True)
         result = finished_result(state)
         render_result(result, state.state_details.flow_run_id, as_json=as_json)
     if result.status == RunStatus.FAILED:
@@ -66,30 +80,43 @@ def run(
 def plan(
     objective: Annotated[str, typer.Argument(help="What you want done.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the Plan as JSON on stdout, nothing else.")] = False,
+    as_mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the graph as Mermaid (for a page that "
+                                                               "draws it) instead of a tree.")] = False,
     allow_write: Annotated[bool, typer.Option(help="Let sub-tasks write files.")] = False,
     allow_code: Annotated[bool, typer.Option(help="Let sub-tasks run Python.")] = False,
 ) -> None:
-    """Show the validated plan for OBJECTIVE without running it."""
+    """Show the validated plan for OBJECTIVE without running it: a table and the graph as a tree."""
+    from foreman.cli.graph import plan_tree
+    from foreman.cli.live import status_line
+    from foreman.cli.preflight import check_model
     from foreman.engine.explain import mermaid
     from foreman.flows.planner import plan_objective
 
-    out = Console(stderr=True) if as_json else console
-    with reporting(), quiet_prefect(as_json):
-        check_model(out)
+    out = Console(stderr=True) if as_json or as_mermaid else console
+    with preflight():
+        check_model()
+    show_model(out)
+    with reporting(), quiet_prefect(as_json or as_mermaid), status_line(errors_console, show_link=False):
         outcome = plan_objective(objective, allow_write=allow_write, allow_code=allow_code)
     valid = outcome.valid
     if as_json:
         sys.stdout.write(valid.plan.model_dump_json(indent=2) + "\n")
         return
-    console.print(f"[bold]why:[/bold] {valid.plan.rationale}", highlight=False)
+    if as_mermaid:
+        sys.stdout.write(mermaid(valid.plan) + "\n")
+        return
+    console.print(Text.assemble(("why: ", "bold"), valid.plan.rationale or "(none given)"))
     table = Table("id", "title", "agent", "tools", "depends on", "condition")
     for t in valid.plan.tasks:
-        table.add_row(t.id, t.title, t.agent or f"capability {t.capability}", ", ".join(t.tools) or "-",
-                      ", ".join(t.depends_on) or "-", t.condition or "-")
+        table.add_row(*(Text(str(v)) for v in (t.id, t.title, t.agent or f"capability {t.capability}",
+                                               ", ".join(t.tools) or "-", ", ".join(t.depends_on) or "-",
+                                               t.condition or "-")))
     console.print(table)
-    console.print(f"order: {' -> '.join(valid.order)}  (depth {valid.depth}"
-                  + (f", repaired after {len(outcome.attempts) - 1} invalid draft(s))" if outcome.repaired else ")"))
-    console.print(mermaid(valid.plan), highlight=False)
+    console.print(Text(f"order: {' -> '.join(valid.order)}  (depth {valid.depth}"
+                       + (f", repaired after {len(outcome.attempts) - 1} invalid draft(s))" if outcome.repaired
+                          else ")")))
+    console.print(plan_tree(valid.plan))
+    console.print(Text("(--mermaid prints the graph as Mermaid)", style="dim"))
 
 
 def search(
@@ -98,16 +125,23 @@ def search(
     max_llm_calls: Annotated[int, typer.Option(help="Model-call budget per task.")] = 8,
 ) -> None:
     """Run the file-search flow over a folder and print what the agent found."""
+    from foreman.cli.live import status_line
+    from foreman.cli.preflight import check_search
     from foreman.flows.file_search import file_search
 
+    with preflight():
+        check_search(directory)
+    show_model(console)
+    short_tracebacks()
     with reporting():
-        check_model()
-        state = file_search(query=query, directory=str(directory) if directory else None,
-                            max_llm_calls=max_llm_calls, return_state=True)
+        with status_line(errors_console):
+            state = file_search(query=query, directory=str(directory) if directory else None,
+                                max_llm_calls=max_llm_calls, return_state=True)
+        run_id = state.state_details.flow_run_id
         if state.is_failed():
-            fail(f"run failed: {state.message}\n{ui_hint()}")
+            fail(f"run failed: {state.message}\n{ui_hint(run_id)}")
         result = state.result()
-    console.print(f"[bold]files:[/bold] {', '.join(result.files) or '(none)'}", highlight=False)
-    console.print(f"[bold]findings:[/bold] {result.findings}", highlight=False)
-    console.print(f"[dim]audit: foreman audit {state.state_details.flow_run_id}[/dim]")
-    console.print(f"[dim]{ui_hint()}[/dim]")
+    console.print(Text.assemble(("files: ", "bold"), ", ".join(result.files) or "(none)"))
+    console.print(Text.assemble(("findings: ", "bold"), str(result.findings)))
+    console.print(Text(f"audit: foreman audit {run_id}", style="dim"))
+    console.print(Text(ui_hint(run_id), style="dim"))
