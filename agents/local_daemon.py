@@ -35,13 +35,9 @@ log = logging.getLogger("foreman.local_model")
 IDLE_CHECK_S = 5.0
 PORT_WAIT_S = 10.0
 
-# llama.cpp tuning, measured on 2 cores with SmolLM2-135M (see bench/local_model.py).
-# Generation runs one thread: token-by-token decoding syncs its threads hundreds of
-# times per token, and during a Foreman run the Prefect server and the flow process
-# keep a core busy, so two threads spent most of their time waiting for each other
-# (measured 4-6 tok/s with 2 threads vs 24-44 with 1 under that load). Prompt
-# processing works in big batches and keeps `local_threads`. None: use local_threads.
-GENERATION_THREADS: int | None = 1
+# llama.cpp tuning. Prompt processing (big batches) uses `config.threads`; token-by-token
+# generation uses `config.gen_threads` (FOREMAN_LOCAL_GEN_THREADS; the default and the
+# measurements behind it are in agents/local_config.py).
 # llama.cpp's n_cache_reuse (KV shifting) only reuses cached chunks when the new prompt
 # is the old one with parts *deleted*; ControlFlow's prompts differ by *new* text (the
 # task id and objective), so it never fired (cache_n unchanged at 0/16/64/256). The
@@ -53,8 +49,8 @@ N_PARALLEL = 1
 
 
 def generation_threads(config: ServerConfig) -> int:
-    """Threads llama.cpp decodes with (see GENERATION_THREADS)."""
-    return min(GENERATION_THREADS or config.threads, config.threads)
+    """Threads llama.cpp decodes with."""
+    return config.gen_threads
 
 
 def _start_llama(config: ServerConfig):  # -> xllamacpp.Server
@@ -133,7 +129,7 @@ def run_server(
     proxy_port = sock.getsockname()[1]
     name = model_name_for(config.model_path)
     app = create_app(
-        llama_url, name, on_request=touched,
+        llama_url, name, on_request=touched, tool_mode=config.tool_mode,
         info={"pid": os.getpid(), "model_path": str(config.model_path)},
     )
     server = uvicorn.Server(

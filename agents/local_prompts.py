@@ -86,6 +86,10 @@ def flatten_tool_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 _TASK_BLOCK = re.compile(r"<Task ID ([^>\s]+)>.*?</Task>", re.DOTALL)
+# ControlFlow's orchestrator message that starts a task (controlflow/orchestration/orchestrator.py).
+_STARTING_TASK = re.compile(
+    r"\A\(The following message is from the orchestrator\.\)\s*Starting task (?:.+? )?\(ID [^)\s]+\) "
+    r"with objective: (.*)\Z", re.DOTALL)
 _HEADING = re.compile(r"(?m)^(?=#{1,6} )")
 
 
@@ -129,11 +133,29 @@ def _lean_block(block: str, *, show_id: bool) -> str:
     fields = {name: " ".join(value.split()) for name, value in _TASK_FIELD.findall(block)}
     if "objective" not in fields:
         return ""
-    head = f"Task {_TASK_BLOCK.match(block).group(1)}" if show_id else "Your task"
+    head = f"Task {_TASK_BLOCK.match(block).group(1)}" if show_id else _head(fields["objective"])
     lines = [f"{head}: {fields['objective']}"]
     lines += [f"{name.capitalize()}: {fields[name]}" for name in ("instructions", "context", "result type")
               if name in fields]
     return "\n".join(lines)
+
+
+def _head(objective: str) -> str:
+    """A question is shown as one: "Your task: Is fire cold?" made the model answer yes (issue #11)."""
+    return "Question" if objective.rstrip().endswith("?") else "Your task"
+
+
+def plain_objective(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ControlFlow's "Starting task (ID ...) with objective: X" turns become just X.
+
+    Asked as a task to complete, a small model answers a yes/no question "yes" (it reads
+    as "done"); asked the objective itself, it answers it (measured, `agents/local_answer.py`).
+    """
+    out = []
+    for message in messages:
+        match = _STARTING_TASK.match(message.get("content") or "") if message.get("role") == "user" else None
+        out.append({**message, "content": match.group(1).strip()} if match else message)
+    return out
 
 
 def _squeeze(text: str) -> str:

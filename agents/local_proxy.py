@@ -10,17 +10,20 @@ This proxy sits in front of it on loopback and, whenever a request carries `tool
 3. moves ControlFlow's task-specific prompt text (task id, objective, result type)
    from the top of its system prompt to just before the latest user turn, cut to what
    a small model needs, so llama.cpp's prefix cache is shared across tasks;
-4. forces one call with a JSON-schema `response_format` (`agents/forcing.py`);
-5. answers with a standard `tool_calls` message, streamed (SSE) or not.
+4. shows ControlFlow's completion tools as `final_answer` / `give_up` and, when finishing
+   is the only sensible call, lets the model answer in words before it records the
+   answer (`agents/local_answer.py`: why, with the measurements);
+5. forces one call with a JSON-schema `response_format` (`agents/forcing.py`);
+6. answers with a standard `tool_calls` message (ControlFlow's names), streamed (SSE) or not.
 
 Any OpenAI client (ChatOpenAI, ControlFlow, the `openai` SDK) works unmodified through
 `OPENAI_BASE_URL`. Requests without tools are passed through (history still flattened).
 
-This module is the HTTP app and the request it sends upstream. The rewriting of steps
-1-3 is `agents/local_prompts.py` (its switches `LEAN_TASK_TAIL` and
-`TAIL_BEFORE_LAST_USER` live there); the answers of step 5, including what happens
-when the forced output cannot be parsed, are `agents/local_replies.py`. Their public
-functions are re-exported here.
+This module is the HTTP app. The request it sends upstream (steps 1-5, and their
+switches) is `agents/local_request.py`, built from `agents/local_prompts.py` and
+`agents/local_answer.py`; the answers of step 6, including what happens when the forced
+output cannot be parsed, are `agents/local_replies.py`. Their public functions are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from foreman.agents.forcing import forced_response_format, tool_name
+from foreman.agents import local_request
+from foreman.agents.forcing import tool_name
+from foreman.agents.local_answer import RECORD_PROMPT, words_as_call
 from foreman.agents.local_prompts import (
     cache_friendly,
     content_text,
@@ -50,25 +55,19 @@ from foreman.agents.local_prompts import (
     tools_note,
 )
 from foreman.agents.local_replies import forced_message, last_tool_call, same_call, sse_for_message
-from foreman.cf_adapter.names import is_completion_tool
+from foreman.agents.local_request import (
+    DESCRIBE_TOOLS,
+    FORCED_DEFAULT_MAX_TOKENS,
+    REORDER_FOR_CACHE,
+    ToolMode,
+    Upstream,
+    build_upstream_body,
+    plan_upstream,
+)
 
-# Used when a forced request sets no limit: the schema caps bound a well-behaved
-# answer, this bounds a looping one (~10 s of generation on 2 cores for SmolLM2).
-FORCED_DEFAULT_MAX_TOKENS = 512
-# Whether to tell the model which tools exist (name, arguments, description).
-DESCRIBE_TOOLS = True
-# Whether to move ControlFlow's task-specific prompt text to the end (see `cache_friendly`).
-REORDER_FOR_CACHE = True
-# Whether an exact repeat of the call whose result the model just saw is asked again
-# without that tool (one extra call, only when it happens).
-AVOID_REPEATED_CALLS = True
 UPSTREAM_TIMEOUT_S = 600.0
 # Set to a file path to append every upstream request body as JSON lines (debugging).
 DUMP_ENV = "FOREMAN_LOCAL_PROXY_DUMP"
-
-# OpenAI request fields llama.cpp does not understand or that forcing replaces.
-_DROP_ALWAYS = ("tools", "tool_choice", "parallel_tool_calls", "functions", "function_call")
-_DROP_FORCED = ("stream", "stream_options", "response_format", "n", "logprobs", "top_logprobs")
 
 
 class ProxyStats(BaseModel):
@@ -78,6 +77,7 @@ class ProxyStats(BaseModel):
     forced: int = 0
     parse_failures: int = 0
     repeats_avoided: int = 0
+    answered_in_words: int = 0
     prompt_tokens: int = 0
     prompt_ms: float = 0.0
     cached_tokens: int = 0
@@ -95,50 +95,6 @@ class ProxyStats(BaseModel):
         self.predicted_ms += float(timings.get("predicted_ms", 0.0))
 
 
-# --------------------------------------------------------------------------- the request
-
-
-def _selected_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The tools a request lets the model call, honouring a named `tool_choice`."""
-    tools = [t for t in body.get("tools") or [] if t.get("type", "function") == "function"]
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict):
-        wanted = (choice.get("function") or {}).get("name")
-        named = [t for t in tools if tool_name(t) == wanted]
-        return named or tools
-    if choice == "none":
-        return []
-    # A small model leans to the first name it is shown. Before any tool ran, offer the
-    # work tools first (ending a task before using its tool loses the work); right after
-    # a tool result, offer ControlFlow's task-ending tools first (else it calls the same
-    # tool again and again until the call limit).
-    messages = body.get("messages") or []
-    after_result = bool(messages) and messages[-1].get("role") in ("tool", "function")
-    return sorted(tools, key=lambda t: is_completion_tool(tool_name(t)) != after_result)
-
-
-def build_upstream_body(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The request to send to llama.cpp, and the tool names forced (empty: pass-through)."""
-    tools = _selected_tools(body)
-    upstream = {k: v for k, v in body.items() if k not in _DROP_ALWAYS}
-    upstream["messages"] = flatten_tool_messages(body.get("messages") or [])
-    if "max_completion_tokens" in upstream:
-        upstream.setdefault("max_tokens", upstream.pop("max_completion_tokens"))
-    if not tools:
-        return upstream, []
-    for key in _DROP_FORCED:
-        upstream.pop(key, None)
-    note = tools_note(tools) if DESCRIBE_TOOLS else None
-    if REORDER_FOR_CACHE:
-        upstream["messages"] = cache_friendly(upstream["messages"], note)
-    elif note:
-        upstream["messages"].append({"role": "system", "content": note})
-    upstream["response_format"] = forced_response_format(tools)
-    upstream.setdefault("max_tokens", FORCED_DEFAULT_MAX_TOKENS)
-    upstream["stream"] = False
-    return upstream, [tool_name(t) for t in tools]
-
-
 # --------------------------------------------------------------------------- the app
 
 
@@ -147,6 +103,7 @@ def create_app(
     model_name: str,
     *,
     info: dict[str, Any] | None = None,
+    tool_mode: ToolMode = "forced",
     on_request: Callable[[], None] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
@@ -154,7 +111,8 @@ def create_app(
 
     `on_request` is called on every model request; the server uses it to reset its
     idle timer. `info` is echoed by `/health` so a caller can check which model it got.
-    `transport` replaces the network to llama.cpp (tests use a fake one).
+    `transport` replaces the network to llama.cpp (tests use a fake one). `tool_mode`
+    says how tool calls are made (`agents/local_request.py`).
     """
     stats = ProxyStats()
     dump_path = os.environ.get(DUMP_ENV)
@@ -198,24 +156,23 @@ def create_app(
             body = await request.json()
         except json.JSONDecodeError:
             return _error(400, "Request body is not JSON.")
-        upstream, tool_names = build_upstream_body(body)
-        touch(forced=bool(tool_names))
+        plan = plan_upstream(body, tool_mode)
+        touch(forced=bool(plan.tool_names))
         if dump_path:
             with open(dump_path, "a") as handle:  # noqa: ASYNC230  (debug only)
-                handle.write(json.dumps({"request": body, "upstream": upstream}) + "\n")
-        if not tool_names:
-            return await _passthrough(upstream)
-        forced = await _forced(upstream, tool_names)
-        if isinstance(forced, Response):
-            return forced
-        data, message, finish, ok = forced
+                handle.write(json.dumps({"request": body, "upstream": plan.body, "words": plan.words_body}) + "\n")
+        if not plan.tool_names:
+            return await _passthrough(plan.body)
+        answered = await _answer(plan)
+        if isinstance(answered, Response):
+            return answered
+        data, message, finish, ok = answered
         repeat = last_tool_call(body.get("messages") or [])
-        if AVOID_REPEATED_CALLS and ok and repeat and len(tool_names) > 1 and same_call(message, repeat):
+        if local_request.AVOID_REPEATED_CALLS and ok and repeat and len(plan.tool_names) > 1 and same_call(message, repeat):
             # The exact call whose result the model just saw: ask once more without
             # that tool, or a small model repeats it until the call limit.
             others = [t for t in body.get("tools") or [] if tool_name(t) != repeat[0]]
-            upstream, tool_names = build_upstream_body({**body, "tools": others})
-            retried = await _forced(upstream, tool_names)
+            retried = await _answer(plan_upstream({**body, "tools": others}, tool_mode))
             if not isinstance(retried, Response):
                 data, message, finish, ok = retried
                 with lock:
@@ -238,6 +195,60 @@ def create_app(
              "choices": [{"index": 0, "message": message, "finish_reason": finish}],
              "usage": data.get("usage"), "timings": data.get("timings")}
         )
+
+    async def _answer(plan: Upstream) -> Response | tuple[dict[str, Any], dict[str, Any], str, bool]:
+        """Words first when that is the plan, then the forced call; names mapped back to ControlFlow's."""
+        body = plan.body
+        if plan.native:
+            return await _native(body)
+        if plan.words_body is not None:
+            said = await _words(plan.words_body)
+            if isinstance(said, Response):
+                return said
+            words, data = said
+            if words and plan.text_result and plan.success_tool:
+                with lock:
+                    stats.answered_in_words += 1
+                return data, words_as_call(words, plan.success_tool), "tool_calls", True
+            if words:
+                body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": words},
+                                             {"role": "user", "content": RECORD_PROMPT}]}
+        forced = await _forced(body, plan.tool_names)
+        if isinstance(forced, Response) or plan.aliases is None:
+            return forced
+        data, message, finish, ok = forced
+        return data, plan.aliases.restore(message), finish, ok
+
+    async def _native(body: dict[str, Any]) -> Response | tuple[dict[str, Any], dict[str, Any], str, bool]:
+        """llama.cpp's own tool calling: its template renders the tools, its parser reads the calls."""
+        try:
+            reply = await client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            return _error(502, f"Local model server did not answer: {exc}")
+        if reply.status_code != 200:
+            return Response(reply.content, reply.status_code, media_type="application/json")
+        data = reply.json()
+        choice = (data.get("choices") or [{}])[0]
+        message = {k: v for k, v in (choice.get("message") or {}).items() if k in ("role", "content", "tool_calls")}
+        ok = bool(message.get("tool_calls"))
+        with lock:
+            stats.parse_failures += int(not ok)
+            stats.add_timings(data.get("timings"))
+        return data, message, choice.get("finish_reason") or "stop", ok
+
+    async def _words(body: dict[str, Any]) -> Response | tuple[str, dict[str, Any]]:
+        """The model's answer in plain words (no grammar): free decoding is ~3x faster, too."""
+        try:
+            reply = await client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            return _error(502, f"Local model server did not answer: {exc}")
+        if reply.status_code != 200:
+            return Response(reply.content, reply.status_code, media_type="application/json")
+        data = reply.json()
+        with lock:
+            stats.add_timings(data.get("timings"))
+        choice = (data.get("choices") or [{}])[0]
+        return content_text((choice.get("message") or {}).get("content")).strip(), data
 
     async def _forced(
         upstream: dict[str, Any], tool_names: list[str]
@@ -302,17 +313,18 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "foreman_local_proxy"}}, status_code=status)
 
 __all__ = [
-    "AVOID_REPEATED_CALLS",
     "DESCRIBE_TOOLS",
     "FORCED_DEFAULT_MAX_TOKENS",
     "REORDER_FOR_CACHE",
     "ProxyStats",
+    "Upstream",
     "build_upstream_body",
     "cache_friendly",
     "create_app",
     "flatten_tool_messages",
     "forced_message",
     "last_tool_call",
+    "plan_upstream",
     "split_volatile",
     "sse_for_message",
     "tools_note",

@@ -32,7 +32,6 @@ import httpx
 from pydantic import BaseModel
 
 from foreman.agents.local_config import (
-    BUNDLED_PACKAGE,
     ServerConfig,
     bundled_model_path,
     config_for,
@@ -41,7 +40,6 @@ from foreman.agents.local_config import (
 )
 from foreman.agents.local_daemon import (
     CACHE_REUSE_TOKENS,
-    GENERATION_THREADS,
     IDLE_CHECK_S,
     N_BATCH,
     N_PARALLEL,
@@ -143,7 +141,8 @@ def _spawn(settings: Settings, config: ServerConfig, state_path: Path, log_path:
     command = [
         sys.executable, "-m", "foreman.agents.local_server", "serve",
         "--model", str(config.model_path), "--ctx", str(config.ctx),
-        "--threads", str(config.threads), "--port", str(config.port),
+        "--threads", str(config.threads), "--gen-threads", str(config.gen_threads),
+        "--tool-mode", config.tool_mode, "--port", str(config.port),
         "--idle-minutes", str(settings.local_idle_minutes), "--home", str(settings.home),
         "--parent-holds-lock",
     ]
@@ -225,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--model", type=Path)
     serve.add_argument("--ctx", type=int)
     serve.add_argument("--threads", type=int)
+    serve.add_argument("--gen-threads", type=int)
+    serve.add_argument("--tool-mode", choices=["forced", "native", "native-required"])
     serve.add_argument("--port", type=int)
     serve.add_argument("--idle-minutes", type=float)
     serve.add_argument("--home", type=Path)
@@ -241,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         print("stopped" if stop(settings) else "not running")
         return 0
-    base = config_for(settings) if args.model is None else None
+    base = config_for(settings.model_copy(update={"local_model_path": args.model}) if args.model else settings)
     config = ServerConfig(
         model_path=args.model or base.model_path,
         ctx=args.ctx or settings.local_ctx,
-        threads=args.threads or settings.local_threads,
+        threads=args.threads or base.threads,
+        gen_threads=args.gen_threads or base.gen_threads,
+        tool_mode=args.tool_mode or base.tool_mode,
         port=settings.local_port if args.port is None else args.port,
     )
     idle = settings.local_idle_minutes if args.idle_minutes is None else args.idle_minutes
@@ -257,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = [
-    "BUNDLED_PACKAGE",
     "CACHE_REUSE_TOKENS",
-    "GENERATION_THREADS",
     "IDLE_CHECK_S",
     "LOCK_TIMEOUT_S",
     "LOG_ROTATE_BYTES",

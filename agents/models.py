@@ -16,7 +16,7 @@ from typing import Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
-from foreman.errors import ModelConfigError
+from foreman.errors import ForemanError, ModelConfigError
 from foreman.settings import Settings
 
 Provider = Literal["local", "openai", "anthropic", "ollama", "openai-compatible"]
@@ -137,15 +137,27 @@ def build_chat_model(settings: Settings, overrides: ModelSettings | None = None)
     )
 
 
+def _local_label(settings: Settings) -> str:
+    """The local model in a few words; never raises (this line heads every run)."""
+    if settings.local_model_path:
+        return str(settings.local_model_path)
+    from foreman.agents.model_store import selected_name
+
+    try:
+        return f"{selected_name(settings)} (catalogue)"
+    except ForemanError as exc:
+        return f"(the model selection is unreadable: {exc})"
+
+
 def describe_model(settings: Settings) -> str:
     """One line for every run: which model, and how to switch."""
     choice = parse_model(settings.model)
     if choice.provider == "local":
-        path = settings.local_model_path or "SmolLM2-135M-Instruct (bundled, tiny: expect wrong answers)"
         return (
-            f"model: embedded llama.cpp serving {path}. Switch with FOREMAN_MODEL=openai/gpt-4o-mini "
-            "(+OPENAI_API_KEY), anthropic/<model> (+ANTHROPIC_API_KEY), ollama/<model>, "
-            "or FOREMAN_LOCAL_MODEL_PATH=/path/to/bigger.gguf"
+            f"model: embedded llama.cpp serving {_local_label(settings)}. Switch with "
+            "`foreman model use NAME` (`foreman model list`), FOREMAN_LOCAL_MODEL_PATH=/path/to/model.gguf, "
+            "FOREMAN_MODEL=openai/gpt-4o-mini (+OPENAI_API_KEY), anthropic/<model> (+ANTHROPIC_API_KEY) "
+            "or ollama/<model>"
         )
     where = {
         "openai": "api.openai.com",

@@ -10,10 +10,19 @@ one JSON line (the last line) with:
 * completion rate (task finished successfully), finish rate (successful or failed,
   never left running) and correct-result rate.
 
-    python bench/local_model.py            # 24 tasks, ~3-6 minutes on 2 cores
-    python bench/local_model.py --quick    # 8 tasks
+    python bench/local_model.py                       # the selected model, 30 tasks
+    python bench/local_model.py --quick               # 8 tasks
+    python bench/local_model.py --model tiny          # a catalogue model (or a GGUF path)
+    python bench/local_model.py --tool-mode native    # llama.cpp's own tool calls, not forced ones
+    python bench/local_model.py --kinds boolean       # only the yes/no tasks
+    python bench/local_model.py --models all          # every installed catalogue model, forced and native
 
-The server runs under a temporary FOREMAN_HOME and is stopped at the end.
+The first 24 tasks are the original set; the 6 added for issue #11 have answers a model
+that always says True, or always picks the first option, gets wrong ("Is fire cold?" was
+the only False one before). Correct rates are given for all 30 and for the 24.
+
+The server runs under a temporary FOREMAN_HOME (models are read from the real models
+folder) and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ class Case:
     check: Callable[[Any, dict[str, list]], bool]
     tools: list[Callable] = field(default_factory=list)
     quick: bool = False
+    added: bool = False  # not in the original 24
 
 
 def _text_has(word: str) -> Callable[[Any, dict], bool]:
@@ -151,11 +161,23 @@ CASES: list[Case] = [
          _called("set_fan", mode=Size.LARGE), tools=[set_fan]),
     Case("tool", "Use the set_light tool to make the light blue.", bool,
          _called("set_light", color=Color.BLUE), tools=[set_light]),
+    # issue #11: answers that "always True" / "always the first option" get wrong
+    Case("boolean", "Is 2 greater than 5?", bool, _eq(False), added=True),
+    Case("boolean", "Can a fish climb trees?", bool, _eq(False), added=True),
+    Case("boolean", "Is ice hot?", bool, _eq(False), added=True),
+    Case("number", "How many wheels does a bicycle have?", int, _eq(2), added=True),
+    Case("choice", "Classify the sentiment of: 'This is awful, I hate it.'", Sentiment,
+         _eq(Sentiment.NEGATIVE), added=True),
+    Case("choice", "Is a mouse small or large?", Size, _eq(Size.SMALL), added=True),
 ]
 
 
 def _prepare_env(home: Path) -> None:
-    """Temp homes for Foreman and Prefect, set before either is imported."""
+    """Temp homes for Foreman and Prefect, set before either is imported; models stay where they are."""
+    from foreman.agents.model_store import models_dir
+    from foreman.settings import Settings
+
+    os.environ.setdefault("FOREMAN_LOCAL_MODELS_DIR", str(models_dir(Settings())))
     os.environ["FOREMAN_HOME"] = str(home / "foreman")
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -169,7 +191,18 @@ def _stats(base_url: str) -> dict[str, Any]:
     return httpx.get(base_url.removesuffix("/v1") + "/stats", timeout=10).json()
 
 
-def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
+def _peak_rss_gb(pid: int) -> float | None:
+    """The server's peak resident memory (VmHWM), Linux only."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 2)
+    except OSError:
+        return None
+    return None
+
+
+def run(quick: bool, max_llm_calls: int, kinds: list[str] | None = None) -> dict[str, Any]:
     import foreman  # noqa: F401  (offline setup before ControlFlow)
     from foreman.agents.local import local_chat_model
     from foreman.agents.local_server import ensure_running, stop
@@ -186,6 +219,7 @@ def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
 
     agent = cf.Agent(name="local", model=local_chat_model(settings))
     cases = [c for c in CASES if c.quick] if quick else CASES
+    cases = [c for c in cases if not kinds or c.kind in kinds]
 
     @prefect.flow(name="bench-local-model")
     def bench_flow() -> list[dict[str, Any]]:
@@ -214,7 +248,7 @@ def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
             except Exception:  # noqa: BLE001  (a check that cannot run is a wrong result)
                 correct = False
             rows.append({
-                "kind": case.kind, "objective": case.objective,
+                "kind": case.kind, "objective": case.objective, "added": case.added,
                 "status": task.status.value, "result": repr(result)[:60],
                 "correct": correct, "seconds": seconds,
                 "llm_calls": after["requests"] - before["requests"],
@@ -228,6 +262,7 @@ def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
     rows = bench_flow()
     flow_s = time.perf_counter() - flow_started
     stats = _stats(info.base_url)
+    peak_rss = _peak_rss_gb(info.pid)
     stop(settings)
 
     def rate(pred: Callable[[dict], bool]) -> float:
@@ -251,13 +286,23 @@ def run(quick: bool, max_llm_calls: int) -> dict[str, Any]:
         "completion_rate": rate(lambda r: r["status"] == "SUCCESSFUL"),
         "finish_rate": rate(lambda r: r["status"] in ("SUCCESSFUL", "FAILED")),
         "correct_rate": rate(lambda r: r["correct"]),
+        "correct_rate_original_24": _rate([r for r in rows if not r["added"]]),
+        "correct_rate_added": _rate([r for r in rows if r["added"]]),
         "correct_rate_with_tools": _sub_rate(rows, tools=True),
         "correct_rate_without_tools": _sub_rate(rows, tools=False),
         "parse_failures": stats["parse_failures"],
+        "answered_in_words": stats.get("answered_in_words", 0),
         "flow_seconds": round(flow_s, 1),
+        "server_peak_rss_gb": peak_rss,
         "model": info.model_name,
+        "tool_mode": settings.local_tool_calls or "catalogue default",
+        "load": os.getloadavg()[0],
     }
     return {"rows": rows, "summary": summary}
+
+
+def _rate(rows: list[dict]) -> float | None:
+    return round(sum(r["correct"] for r in rows) / len(rows), 3) if rows else None
 
 
 def _sub_rate(rows: list[dict], *, tools: bool) -> float | None:
@@ -267,12 +312,23 @@ def _sub_rate(rows: list[dict], *, tools: bool) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="8 tasks instead of 24")
+    parser.add_argument("--quick", action="store_true", help="8 tasks instead of 30")
     parser.add_argument("--max-llm-calls", type=int, default=4, help="per task, then it fails")
+    parser.add_argument("--model", help="a catalogue name or a GGUF path (default: the selected model)")
+    parser.add_argument("--tool-mode", choices=["forced", "native", "native-required"])
+    parser.add_argument("--kinds", help="only these task kinds, comma-separated (e.g. boolean,choice)")
+    parser.add_argument("--models", help="'all' (every installed catalogue model) or names, comma-separated")
     args = parser.parse_args(argv)
+    if args.models:
+        return compare(args)
+    if args.model:
+        key = "FOREMAN_LOCAL_MODEL_PATH" if args.model.endswith(".gguf") else "FOREMAN_LOCAL_MODEL"
+        os.environ[key] = args.model
+    if args.tool_mode:
+        os.environ["FOREMAN_LOCAL_TOOL_CALLS"] = args.tool_mode
     with tempfile.TemporaryDirectory(prefix="foreman-bench-") as tmp:
         _prepare_env(Path(tmp))
-        report = run(args.quick, args.max_llm_calls)
+        report = run(args.quick, args.max_llm_calls, args.kinds.split(",") if args.kinds else None)
     print(f"{'kind':8} {'status':10} {'ok':3} {'calls':5} {'sec':>6}  objective -> result")
     for r in report["rows"]:
         print(
@@ -281,6 +337,40 @@ def main(argv: list[str] | None = None) -> int:
             + (f"  [{r['error'][:80]}]" if r["error"] else "")
         )
     print(json.dumps(report["summary"]))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Each model (and tool mode) in its own process, one after another; a table, then JSON."""
+    import subprocess
+
+    from foreman.agents.model_catalog import CATALOG
+    from foreman.agents.model_store import installed_path
+    from foreman.settings import Settings
+
+    settings = Settings()
+    names = [n for n in CATALOG if installed_path(CATALOG[n], settings)] if args.models == "all" \
+        else args.models.split(",")
+    runs = []
+    for name in names:
+        modes = [args.tool_mode] if args.tool_mode else (
+            ["forced", "native", "native-required"] if CATALOG[name].native_tool_calls else ["forced"])
+        for mode in modes:
+            command = [sys.executable, __file__, "--model", name, "--tool-mode", mode,
+                       "--max-llm-calls", str(args.max_llm_calls)] + (["--quick"] if args.quick else [])
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            lines = done.stdout.strip().splitlines()
+            print(f"## {name} ({mode}), load {os.getloadavg()[0]:.1f}\n" + "\n".join(lines[:-1]), flush=True)
+            summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else \
+                {"error": (done.stderr or done.stdout)[-400:]}
+            runs.append({"name": name, "mode": mode, **summary})
+    columns = ("correct_rate", "correct_rate_original_24", "correct_rate_with_tools", "correct_rate_without_tools",
+               "completion_rate", "seconds_per_one_turn_task", "prompt_tokens_per_s", "generation_tokens_per_s",
+               "cold_start_s", "server_peak_rss_gb", "load")
+    print("model mode " + " ".join(columns))
+    for r in runs:
+        print(r["name"], r["mode"], *(r.get(c) for c in columns))
+    print(json.dumps(runs))
     return 0
 
 

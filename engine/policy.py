@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from foreman.errors import ConfigurationError, PolicyError, UnknownToolError
 from foreman.settings import Settings, get_settings
 from foreman.tools.catalog import CATALOG, ToolEnv
+from foreman.tools.knowledge.bases import check_name, workspace_base
+from foreman.tools.knowledge.tool import KnowledgeScope
 
 DEFAULT_TOOLS: tuple[str, ...] = ("list_files", "read_file", "search_files", "fetch_url", "notify_user")
 FLOW_TOOLS: tuple[str, ...] = ("notify_user",)
@@ -62,6 +64,9 @@ class RunPolicy(BaseModel):
     allow_code: bool = False
     approval_tools: tuple[str, ...] = ()
     flow_tools: tuple[str, ...] = ()
+    # The knowledge bases `search_knowledge` and grounding may read; by default the run's
+    # own workspace index (`workspace_base(workspace)`), which grounding keeps up to date.
+    knowledge_bases: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -74,6 +79,7 @@ class RunPolicy(BaseModel):
         allow_code: bool = False,
         approval_tools: Iterable[str] | None = None,
         check_workspace: bool = True,
+        knowledge_bases: Iterable[str] | None = None,
     ) -> RunPolicy:
         """The policy for a run, from settings and what the person passed.
 
@@ -102,8 +108,10 @@ class RunPolicy(BaseModel):
         if unknown:
             raise ConfigurationError(f"FOREMAN_APPROVAL_TOOLS names unknown tool(s) {', '.join(unknown)}; "
                                      f"known tools: {', '.join(sorted(CATALOG))}")
+        bases = (workspace_base(root),) if knowledge_bases is None else tuple(check_name(b) for b in knowledge_bases)
         return cls(workspace=root, allowed_tools=tuple(tools), allow_write=allow_write, allow_code=allow_code,
-                   approval_tools=tuple(guarded), flow_tools=tuple(t for t in FLOW_TOOLS if t in tools))
+                   approval_tools=tuple(guarded), flow_tools=tuple(t for t in FLOW_TOOLS if t in tools),
+                   knowledge_bases=tuple(dict.fromkeys(bases)))
 
     def permits(self, tool: str) -> bool:
         return tool in self.allowed_tools
@@ -139,11 +147,14 @@ class RunPolicy(BaseModel):
         root = Path(workspace).expanduser().resolve()
         if not root.is_dir():
             raise ConfigurationError(f"workspace {str(root)!r} is not a folder; pass an existing folder")
-        return self.model_copy(update={"workspace": root})
+        own, new = workspace_base(self.workspace), workspace_base(root)
+        bases = tuple(new if b == own else b for b in self.knowledge_bases)  # the default follows the folder
+        return self.model_copy(update={"workspace": root, "knowledge_bases": bases})
 
 
 def tool_env(policy: RunPolicy, settings: Settings | None = None) -> ToolEnv:
     """The tools' environment for a run under `policy`: its workspace, and writing only if allowed."""
     env = ToolEnv.from_settings(settings, workspace=policy.workspace)
     workspace = env.workspace.model_copy(update={"allow_write": policy.allow_write})
-    return env.model_copy(update={"workspace": workspace})
+    knowledge = KnowledgeScope(bases=policy.knowledge_bases, home=env.knowledge.home)
+    return env.model_copy(update={"workspace": workspace, "knowledge": knowledge})

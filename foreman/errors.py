@@ -5,8 +5,11 @@
     │   ├── UnknownAgentError         an agent name the registry does not know
     │   ├── UnknownToolError          a tool name the catalogue does not know
     │   ├── ModelConfigError          FOREMAN_MODEL and its keys / URLs
+    │   │   └── UnknownModelError     a model name the local catalogue does not know
     │   ├── OfflineSetupError         the offline data the stack needs is missing
     │   ├── PolicyError               a run asks for more than the person running it allowed
+    │   │   └── FolderNotAllowed      a folder to index lies outside FOREMAN_KNOWLEDGE_ROOTS
+    │   ├── UnknownKnowledgeBase      a knowledge-base name the index does not hold
     │   └── StateFileError            a Foreman database (runs, audit) is damaged or unreadable
     ├── PlanError                     a plan or workflow file cannot run; nothing ran; never retried
     │   ├── PlanInvalid               validation errors, every one listed
@@ -19,12 +22,15 @@
     │   ├── ScriptFailed              a script step exited non-zero or timed out
     │   ├── NotWaiting                an approval answer for a run that is not waiting
     │   ├── UnknownRunKey             `--resume KEY` names no run this store knows
-    │   └── RunStillRunning           `--resume KEY` names a run a live process still holds
+    │   ├── RunStillRunning           `--resume KEY` names a run a live process still holds
+    │   └── KnowledgeBusy             another ingest of the same knowledge base kept its lock too long
     ├── ToolError                     a tool call went wrong; the agent sees the message
     │   ├── ToolRefused               a guard said no before anything was touched
     │   └── FetchError                the page could not be fetched
     └── ModelError                    the model layer failed (server, forced output, scripted model)
         ├── LocalModelError           the embedded llama.cpp server
+        │   ├── ModelFileError        a model file that is not a usable GGUF (damaged, no chat template)
+        │   └── ModelPullError        `foreman model pull` failed; the previous model is untouched
         ├── ForcingError              a forced tool call could not be parsed
         └── ScriptExhausted           the scripted test model ran out of replies
 
@@ -82,12 +88,44 @@ class ModelConfigError(ConfigurationError, ValueError):
     """FOREMAN_MODEL (or its key, URL, model file) cannot be used as given."""
 
 
+class UnknownModelError(ModelConfigError, KeyError):
+    """A model name (FOREMAN_LOCAL_MODEL, `foreman model use/pull NAME`) the catalogue does not know."""
+
+    def __init__(self, name: str, known: Any) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown local model {name!r}; the catalogue has: {', '.join(known)} "
+            "(`foreman model list`), or set FOREMAN_LOCAL_MODEL_PATH to any GGUF file"
+        )
+
+
 class OfflineSetupError(ConfigurationError):
     """The offline data the stack needs (tokenizer file, model file) could not be found or copied."""
 
 
 class PolicyError(ConfigurationError, ValueError):
     """A plan, workflow or call asks for a tool or permission the person running it did not allow."""
+
+
+class FolderNotAllowed(PolicyError):
+    """A folder to index lies outside the allowed roots (FOREMAN_KNOWLEDGE_ROOTS)."""
+
+    def __init__(self, folder: Path | str, roots: Any) -> None:
+        self.folder = Path(folder)
+        self.roots = [str(r) for r in roots]
+        super().__init__(
+            f"{self.folder} is outside the folders knowledge may be built from "
+            f"({', '.join(self.roots) or 'none'}); add it to FOREMAN_KNOWLEDGE_ROOTS or pick a folder inside one"
+        )
+
+
+class UnknownKnowledgeBase(ConfigurationError, KeyError):
+    def __init__(self, name: str, known: Any) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown knowledge base {name!r}; known: {', '.join(sorted(known)) or 'none yet'} "
+            "(build one with `foreman knowledge ingest FOLDER --name NAME`)"
+        )
 
 
 class StateFileError(ConfigurationError):
@@ -178,6 +216,10 @@ class UnknownRunKey(RunError, ValueError):
     """`resume` names a run key the run store has never seen."""
 
 
+class KnowledgeBusy(RunError):
+    """Another ingest of the same knowledge base held its lock past the wait; nothing was changed."""
+
+
 class RunStillRunning(RunError):
     """`resume` names a run another live process is still running (or holding at an approval)."""
 
@@ -211,6 +253,14 @@ class ModelError(ForemanError):
 
 class LocalModelError(ModelError):
     """The embedded llama.cpp server could not start or answer."""
+
+
+class ModelFileError(LocalModelError):
+    """A model file that llama.cpp should not be asked to serve: not GGUF, cut short, no chat template."""
+
+
+class ModelPullError(LocalModelError):
+    """Installing, assembling or verifying a catalogue model failed. Nothing replaced the previous model."""
 
 
 class ForcingError(ModelError, ValueError):

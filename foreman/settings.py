@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -49,12 +49,34 @@ class Settings(BaseSettings):
     ollama_base_url: str = "http://127.0.0.1:11434"
 
     # --- the embedded local model -------------------------------------------
+    local_model: str | None = Field(
+        default=None,
+        description=(
+            "A catalogue model to serve (`foreman model list`), e.g. 'qwen2.5-coder-0.5b' or 'tiny'; "
+            "overrides `foreman model use`. Unset: the selected model, else the catalogue default."
+        ),
+    )
     local_model_path: Path | None = Field(
         default=None,
-        description="A GGUF file to serve instead of the bundled SmolLM2-135M-Instruct.",
+        description="Any GGUF file to serve instead of a catalogue model; overrides FOREMAN_LOCAL_MODEL.",
+    )
+    local_models_dir: Path | None = Field(
+        default=None, description="Where `foreman model pull` puts models. Unset: <FOREMAN_HOME>/models."
     )
     local_ctx: int = Field(default=8192, ge=512)
-    local_threads: int = Field(default=2, ge=1)
+    local_threads: int = Field(default=2, ge=1, description="llama.cpp threads for reading the prompt.")
+    local_gen_threads: int | None = Field(
+        default=None, ge=1,
+        description="llama.cpp threads for generating tokens. Unset: the measured default (see agents/local_daemon.py).",
+    )
+    local_tool_calls: Literal["forced", "native", "native-required"] | None = Field(
+        default=None,
+        description=(
+            "How the embedded model makes tool calls: 'forced' (a grammar-constrained call, works with "
+            "any model), 'native' (the model's own chat template and llama.cpp's parser), "
+            "'native-required'. Unset: what the catalogue measured best for the model; 'forced' for a path."
+        ),
+    )
     local_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     local_idle_minutes: float = Field(
         default=30.0, ge=0, description="Stop the embedded server after this long unused."
@@ -119,7 +141,19 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("approval_tools", "notify_blocks", mode="before")
+    # --- Level 2: knowledge ------------------------------------------------------
+    knowledge_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Folders `foreman knowledge ingest` may index, comma-separated. Empty: your home folder "
+            "and FOREMAN_WORKSPACE. A run's own workspace is always indexed for grounding."
+        ),
+    )
+    knowledge_max_file_bytes: int = Field(
+        default=5_000_000, gt=0, description="Files larger than this are skipped by an ingest (and counted)."
+    )
+
+    @field_validator("approval_tools", "notify_blocks", "knowledge_roots", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """Accept 'a,b' as well as a JSON list from the environment."""
@@ -131,6 +165,10 @@ class Settings(BaseSettings):
     @property
     def audit_db(self) -> Path:
         return self.home / "audit.sqlite3"
+
+    @property
+    def knowledge_db(self) -> Path:
+        return self.home / "knowledge.sqlite3"
 
     @property
     def tiktoken_cache(self) -> Path:

@@ -134,3 +134,15 @@ def test_task_that_succeeds_on_its_last_allowed_call_stays_successful(foreman_ho
         return run_task(task, audit=ToolEnv.from_settings().audit, max_llm_calls=2), task.status.value
 
     assert last_call() == (7, "SUCCESSFUL")
+
+
+def test_the_model_line_names_the_local_catalogue_model_and_never_raises(tmp_path) -> None:
+    from foreman.agents.model_store import selection_path
+    from foreman.agents.models import describe_model
+
+    settings = Settings(home=tmp_path, model="local", local_model="qwen2.5-coder-0.5b")
+    assert "serving qwen2.5-coder-0.5b (catalogue)" in describe_model(settings)
+    path = selection_path(Settings(home=tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert "selection is unreadable" in describe_model(Settings(home=tmp_path, model="local"))

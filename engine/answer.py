@@ -1,0 +1,218 @@
+"""The fast path: a question one step can answer gets one grounded model call, not a plan.
+
+Measured in issue #12: BM25 top-4 passages plus one direct chat call answered 7/12 (0.5B)
+and 11/12 (1.5B) where the planner answered 0/12, in 3.7-8.4 s instead of 93 s. So:
+`route` decides (pure Python, no model call) whether an objective is such a question, and
+`answer_from_passages` makes the one call: the passages with their sources, the question,
+and the rule to answer only from them. Objectives that ask for actions, or for counting,
+totals, comparisons or date arithmetic, go to the planner, which can give them a computed
+step; retrieval alone cannot count across files.
+
+The answer keeps the model's words apart from `evidence`: the passage lines Python picks
+as the best support (most question words), so a reader can check the answer, and a
+benchmark can tell the model's correctness from the retrieval's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from foreman.agents.models import uses_embedded_model
+from foreman.engine.grounding import Grounding
+from foreman.engine.plan import Plan, SubTask
+from foreman.settings import Settings
+from foreman.tools.knowledge.search import Passage
+from foreman.tools.knowledge.store import STOP_WORDS
+
+PASSAGES_IN_PROMPT = 4
+LINES_IN_PROMPT = 3
+ANSWER_MAX_TOKENS = 120  # one or two sentences; a small model that loops is cut early
+Style = Literal["passages", "lines"]
+PASSAGE_CHARS = 700
+NOT_FOUND = "The notes do not say."
+
+SYSTEM = (
+    "You answer questions about the user's own notes. Use only the notes given. "
+    "Copy names, numbers, dates and times exactly as the notes write them. "
+    f"Answer in one or two sentences. If the notes do not contain the answer, reply: {NOT_FOUND}"
+)
+
+_QUESTION_START = re.compile(
+    r"^(what|which|when|where|who|whom|whose|why|how|is|are|was|were|do|does|did|can|could|should|has|have|"
+    r"will|would|tell me|list|name|give me|show me|explain|describe|summari[sz]e)\b", re.IGNORECASE)
+_ACTION = re.compile(
+    r"\b(write|create|save|delete|remove|rename|send|e-?mail|notify|post|upload|fetch|download|run|execute|"
+    r"install|deploy|restart|schedule|edit|update|fix|draft|publish)\b", re.IGNORECASE)
+_REQUEST = re.compile(r"^(please\b|(can|could|would|will) you\b)", re.IGNORECASE)
+_COMPUTED = re.compile(
+    r"\b(how many|count|number of|total|sum|average|mean|median|percent(age)?|compare|comparison|more than|"
+    r"less than|fewer|most|least|largest|smallest|oldest|newest|longest|shortest|difference|days? (until|since|"
+    r"between|left)|how long ago|how old|per (host|month|day|week)|each|every one|all the)\b", re.IGNORECASE)
+
+
+class Route(BaseModel):
+    """What the objective needs: one grounded answer, or a plan (with why)."""
+
+    kind: Literal["answer", "plan"]
+    reason: str
+
+
+def route(objective: str, grounding: Grounding) -> Route:
+    """Whether one grounded call can answer `objective`. Cheap, deterministic, explainable.
+
+    A question is answered from the passages unless it needs computing (counts, totals,
+    comparisons, date arithmetic) or holds several questions; an action word counts only in
+    a request ("Write ...", "Can you send ..."), not inside a question ("Which file failed to
+    upload?")."""
+    text = " ".join(objective.split())
+    if not grounding.passages:
+        return Route(kind="plan", reason="no passages found: the steps must look for themselves")
+    if computed := _COMPUTED.search(text):
+        return Route(kind="plan", reason=f"needs a computed step ({computed.group(0)!r})")
+    action = _ACTION.search(text)
+    request = _REQUEST.match(text)
+    if request and action:
+        return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
+    if text.endswith("?") or _QUESTION_START.match(text):
+        if text.count("?") > 1 or re.search(r"\?\s*\S", text):
+            return Route(kind="plan", reason="several questions: several steps")
+        return Route(kind="answer", reason="a question the passages may answer in one step")
+    if action:
+        return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
+    return Route(kind="plan", reason="not a question")
+
+
+class GroundedAnswer(BaseModel):
+    """The fast path's result: the model's answer, what it was given, what supports it."""
+
+    question: str
+    answer: str
+    sources: list[str] = Field(default_factory=list, description="path:line of the passages the answer rests on")
+    evidence: list[str] = Field(default_factory=list, description="'path:line: text' picked by Python as support")
+    passages: list[Passage] = Field(default_factory=list)
+    grounded: bool = True
+    seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        """What a person is shown: the answer, then the lines it rests on, each with its source."""
+        if not self.evidence:
+            return self.answer
+        return self.answer + "\n\nFrom the notes:\n" + "\n".join(f"- {line}" for line in self.evidence)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOP_WORDS and len(w) > 1}
+
+
+def _stem(word: str) -> str:
+    return word[:5] if len(word) > 5 else word
+
+
+def _located(passage: Passage, offset: int) -> str:
+    number = passage.line_start + offset
+    return f"{passage.path}:{number}" if passage.page is None else f"{passage.path}:p{passage.page}:{number}"
+
+
+def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
+    """The `n` passage lines that best support an answer, as 'path:line: text'.
+
+    A line scores the rarity-weighted question words it contains (a word found in few of these
+    lines, like "recommend", counts more than one in many, like "report"), plus a little for
+    question words in its file name or heading; ties go to the better-ranked passage."""
+    wanted = {_stem(w) for w in _words(question)}
+    candidates: list[tuple[int, Passage, int, str, set[str]]] = []
+    for rank, passage in enumerate(passages):
+        context = {_stem(w) for w in _words(f"{passage.path} {passage.heading}")}
+        for offset, line in enumerate(passage.text.splitlines()):
+            stems = {_stem(w) for w in _words(line)} & wanted
+            if stems or (context & wanted and line.strip()):
+                candidates.append((rank, passage, offset, line.strip(), stems | (context & wanted)))
+    if not candidates:
+        return []
+    frequency = {w: sum(w in c[4] for c in candidates) for w in wanted}
+    weight = {w: math.log(1 + len(candidates) / frequency[w]) for w in wanted if frequency[w]}
+    scored = []
+    for rank, passage, offset, line, stems in candidates:
+        in_line = {_stem(w) for w in _words(line)} & wanted
+        score = sum(weight[w] for w in in_line) + 0.3 * sum(weight[w] for w in stems - in_line)
+        scored.append((-score, rank, offset, f"{_located(passage, offset)}: {_with_continuation(passage, offset)}"))
+    scored.sort()
+    return [text for *_, text in scored[:n]]
+
+
+def _with_continuation(passage: Passage, offset: int) -> str:
+    """The line, and the next one when the sentence or list it starts goes on there
+    ("... the Backblaze B2 bucket" + "`sam-homelab-backups` (region ...)")."""
+    lines = passage.text.splitlines()
+    line = lines[offset].strip()
+    following = lines[offset + 1].strip() if offset + 1 < len(lines) else ""
+    log_like = line[:3].isdigit() or line[:3] == following[:3]  # one record per line: never joined
+    if following and not log_like and not line.endswith((".", "!", "?", "|", ";")) and not following.startswith(("#", "|")):
+        return f"{line} {following}"
+    return line
+
+
+def style_for(settings: Settings) -> Style:
+    """`lines` for the embedded model, `passages` for any other: measured with bench/answers.py on the
+    bundled SmolLM2-135M, the best lines alone were answered right more often than whole passages."""
+    return "lines" if uses_embedded_model(settings) else "passages"
+
+
+def prompt(question: str, passages: list[Passage], style: Style = "passages") -> list:
+    """The messages of the one call: rules, then the notes, then the question.
+
+    `passages`: the numbered passages, each under its source. `lines`: only the passage lines
+    that best match the question (`evidence`), each with its `path:line`: less to read, which
+    is what a 135M model needs (see `bench/answers.py`)."""
+    if style == "lines":
+        notes = "\n".join(f"[{i}] {line}" for i, line in enumerate(evidence(question, passages, LINES_IN_PROMPT), 1))
+    else:
+        notes = "\n\n".join(f"[{i}] {p.source}\n{p.text[:PASSAGE_CHARS]}" for i, p in enumerate(passages, start=1))
+    return [SystemMessage(content=SYSTEM),
+            HumanMessage(content=f"Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes:")]
+
+
+def _cited(answer: str, passages: list[Passage]) -> list[str]:
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
+    named = [p.source for i, p in enumerate(passages, start=1) if i in numbers or p.path in answer]
+    return list(dict.fromkeys(named or [p.source for p in passages]))
+
+
+def answer_from_passages(question: str, grounding: Grounding, model: BaseChatModel, *,
+                         max_passages: int = PASSAGES_IN_PROMPT, style: Style = "passages",
+                         max_tokens: int = ANSWER_MAX_TOKENS) -> GroundedAnswer:
+    """One model call that answers `question` from the grounding's passages."""
+    started = time.monotonic()
+    passages = grounding.passages[:max_passages]
+    reply = model.invoke(prompt(question, passages, style), max_tokens=max_tokens)
+    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+    answer = " ".join(text.split()) or NOT_FOUND
+    return GroundedAnswer(question=question, answer=answer, sources=_cited(answer, passages),
+                          evidence=evidence(question, passages), passages=passages, grounded=bool(passages),
+                          seconds=time.monotonic() - started)
+
+
+def fast_path_plan(objective: str, decided: Route) -> Plan:
+    """The one-step plan a fast-path run records, so its result, the run store and the UI see
+    the same shape as a planned run (one "answer" step, by the generalist, no tools)."""
+    step = SubTask(id="answer", title="Answer from the passages", agent="generalist", retries=0,
+                   instructions=f"Answer from the knowledge-base passages: {objective}")
+    return Plan(objective=objective, rationale=f"fast path: {decided.reason}", tasks=[step])
+
+
+def answer_ungrounded(question: str, model: BaseChatModel) -> GroundedAnswer:
+    """The same single call without passages: the baseline `bench/answers.py` measures against."""
+    started = time.monotonic()
+    reply = model.invoke([SystemMessage(content="You answer questions about the user's homelab. Be brief."),
+                          HumanMessage(content=f"Question: {question}\nAnswer:")], max_tokens=ANSWER_MAX_TOKENS)
+    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+    return GroundedAnswer(question=question, answer=" ".join(text.split()), grounded=False,
+                          seconds=time.monotonic() - started)

@@ -1,0 +1,130 @@
+"""Grounding before any model call: passages for an objective, in each sub-task's prompt, and the
+one-call fast path; a scripted model records what it was shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from foreman.agents.models import use_model
+from foreman.agents.registry import registry
+from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, succeed
+from foreman.engine.answer import answer_from_passages, fast_path_plan, route
+from foreman.engine.cf_runner import ControlFlowRunner, build_scope
+from foreman.engine.executor import Budgets, Engine, RunStatus
+from foreman.engine.grounded_runner import GroundedRunner
+from foreman.engine.grounding import ANSWER_RULE, Grounding, format_passages, ground
+from foreman.engine.plan import Plan, SubTask
+from foreman.engine.policy import RunPolicy, tool_env
+from foreman.engine.store import run_store
+from foreman.engine.validate import validate_plan
+from foreman.settings import get_settings
+from foreman.tools.knowledge.search import Passage
+
+pytestmark = pytest.mark.usefixtures("foreman_home")
+
+RECOMMENDATION = "Recommendation: move the log upload to 03:00 and cap transcoding at 2 threads."
+
+
+def prompt_text(turn: Turn) -> str:
+    return "\n".join(str(m.content) for m in turn.messages)
+
+
+def test_ground_finds_the_passage_and_reindexes_only_what_changed(workspace: Path) -> None:
+    policy = RunPolicy.build(workspace=workspace)
+    first = ground("What does the Q3 report recommend?", policy)
+
+    assert first.indexed is not None and len(first.indexed.added) >= 30
+    report = next(p for p in first.passages if p.path == "report.txt")
+    assert report.line_start <= 8 <= report.line_end and RECOMMENDATION in report.text
+    context = format_passages(first)
+    assert f"] {report.source}" in context and RECOMMENDATION in context and ANSWER_RULE in context
+
+    (workspace / "todo.txt").write_text("1. Buy a new UPS battery.\n")
+    again = ground("What does the Q3 report recommend?", policy)
+    assert again.indexed is not None
+    assert again.indexed.changed == ["todo.txt"] and again.indexed.chunks_embedded == 1
+    assert again.indexed.unchanged == len(first.indexed.added) - 1
+    assert again.sources and again.seconds < first.seconds
+
+
+def test_a_run_without_knowledge_bases_is_not_grounded(workspace: Path) -> None:
+    grounding = ground("What does the Q3 report recommend?", RunPolicy.build(workspace=workspace, knowledge_bases=[]))
+    assert (grounding.passages, grounding.indexed, format_passages(grounding)) == ([], None, "")
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_grounding_context_reaches_the_sub_task(workspace: Path) -> None:
+    settings = get_settings()
+    policy = RunPolicy.build(workspace=workspace, allowed_tools=["read_file", "notify_user"])
+    objective = "What does the Q3 report recommend?"
+    ground(objective, policy)  # the run indexes its workspace once, before planning
+    scope = build_scope(registry, policy)
+    runner = GroundedRunner(ControlFlowRunner(tool_env(policy), registry, settings, policy=policy), policy, objective)
+    engine = Engine(runner, scope, run_store(), Budgets())
+    plan = Plan(objective=objective, tasks=[
+        SubTask(id="answer", title="Answer from the report", agent="generalist", retries=0,
+                instructions="Say what the Q3 report recommends."),
+    ])
+    model = ScriptedChatModel(replies=[succeed("Move the log upload to 03:00 (report.txt:8).")])
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def go():
+        return engine.run(validate_plan(plan, scope), "grounded-1")
+
+    with use_model(model):
+        report = go()
+
+    assert report.status == RunStatus.COMPLETED
+    shown = prompt_text(model.turns[0])
+    assert RECOMMENDATION in shown and "report.txt:" in shown and ANSWER_RULE in shown
+    assert any(s.startswith("report.txt:") for s in runner.sources["answer"])
+    assert plan.tasks[0].instructions == "Say what the Q3 report recommends."  # the plan itself is unchanged
+
+
+def test_the_fast_path_answers_in_one_call_and_cites_the_passage_it_used(workspace: Path) -> None:
+    question = "What does the Q3 report recommend?"
+    grounding = ground(question, RunPolicy.build(workspace=workspace))
+    assert route(question, grounding).kind == "answer"
+
+    def respond(turn: Turn) -> ScriptedReply:
+        number = re.search(r"\[(\d+)\] report\.txt:", prompt_text(turn)).group(1)
+        return ScriptedReply(content=f"Move the log upload to 03:00 and cap transcoding at 2 threads [{number}].")
+
+    model = ScriptedChatModel(responder=respond)
+    answer = answer_from_passages(question, grounding, model)
+
+    assert len(model.turns) == 1 and model.turns[0].tool_names == []  # one plain call, no tools
+    assert RECOMMENDATION in prompt_text(model.turns[0])
+    assert "03:00" in answer.answer and answer.grounded
+    assert len(answer.sources) == 1 and answer.sources[0].startswith("report.txt:")
+    assert any(e.startswith("report.txt:8: Recommendation") for e in answer.evidence)
+    assert "From the notes:\n" in answer.text and "\n- report.txt:8: Recommendation" in answer.text  # as shown
+    one_step = fast_path_plan(question, route(question, grounding))
+    policy = RunPolicy.build(workspace=workspace)
+    assert validate_plan(one_step, build_scope(registry, policy)).order == ["answer"]
+
+
+def passage(path: str = "a.md", text: str = "x") -> Passage:
+    return Passage(base="b", path=path, line_start=1, line_end=1, text=text, score=1.0, keyword_rank=1)
+
+
+@pytest.mark.parametrize(("objective", "kind", "why"), [
+    ("What does the Q3 report recommend?", "answer", "question"),
+    ("Which port does WireGuard listen on", "answer", "question"),
+    ("How many hosts have more than 16 GB of RAM?", "plan", "computed"),
+    ("What is the total budget approved in meetings?", "plan", "computed"),
+    ("Write the Q3 summary to summary.md", "plan", "action"),
+    ("Read the report and then notify Priya", "plan", "action"),
+    ("The NAS", "plan", "not a question"),
+])
+def test_route_sends_questions_to_the_fast_path_and_the_rest_to_the_planner(objective: str, kind: str,
+                                                                           why: str) -> None:
+    grounding = Grounding(query=objective, passages=[passage()])
+    decided = route(objective, grounding)
+    assert decided.kind == kind, decided.reason
+    assert route(objective, Grounding(query=objective)).kind == "plan"  # nothing found: the steps look themselves
