@@ -164,11 +164,16 @@ class Planner:
         return to_plan(draft, objective)
 
     def plan(self, objective: str, *, parameters: dict[str, Any] | None = None,
-             lessons: list[PastRun] | None = None) -> PlanningOutcome:
-        """A valid plan for `objective`, repaired up to `max_repairs` times, or `PlanningFailed`."""
+             lessons: list[PastRun] | None = None, passages: str | None = None) -> PlanningOutcome:
+        """A valid plan for `objective`, repaired up to `max_repairs` times, or `PlanningFailed`.
+
+        `passages`: what grounding already found for the objective, so the plan covers only
+        what is still missing."""
         attempts: list[PlanAttempt] = []
         context: dict[str, Any] = {"parameters": parameters or {},
                                    "lessons_from_similar_past_runs": [l.model_dump() for l in lessons or []]}
+        if passages:
+            context["found_before_planning"] = passages
         title = f"Write a plan for this objective: {objective}"
         for _ in range(1 + self.max_repairs):
             try:

@@ -43,13 +43,14 @@ DEFAULT_AGENTS = [
     ),
     AgentSpec(
         name="researcher",
-        description="Finds and reads information: lists, searches and reads workspace files, fetches pages.",
+        description="Finds and reads information: searches the knowledge base, lists, searches and reads "
+                    "workspace files, fetches pages.",
         instructions=(
             "You research. Look at the files or pages before answering, quote what you found, "
             "and say which file or URL each fact came from."
         ),
         capabilities=["research", "read_files", "search", "web"],
-        tools=["list_files", "read_file", "search_files", "fetch_url"],
+        tools=["search_knowledge", "list_files", "read_file", "search_files", "fetch_url"],
     ),
     AgentSpec(
         name="file-searcher",

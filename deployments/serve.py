@@ -24,6 +24,7 @@ from pathlib import Path
 from prefect import serve
 
 from foreman.flows.file_search import file_search
+from foreman.flows.ingest import ingest_knowledge
 from foreman.flows.planner import plan_and_run
 from foreman.flows.workflow import (
     deployment_parameters,
@@ -69,6 +70,12 @@ def main() -> None:
             description="Run any workflow file (YAML): scripts, agents and approval points. Give its path.",
             parameters={"path": str(REPO_ROOT / "workflows" / "log_pipeline" / "workflow.yaml")},
             tags=["foreman", "workflow"],
+        ),
+        ingest_knowledge.to_deployment(
+            name="ingest-knowledge",
+            description="Index a folder into a knowledge base; only changed files are embedded again.",
+            parameters={"folder": str(REPO_ROOT / "demo" / "workspace")},
+            tags=["foreman", "knowledge"],
         ),
         *workflow_deployments(args.workflows, active=args.schedules_on),
     )

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import uses_embedded_model
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
+from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
 from foreman.settings import Settings
 from foreman.tools.knowledge.search import Passage
 from foreman.tools.knowledge.store import STOP_WORDS
@@ -99,6 +100,7 @@ class GroundedAnswer(BaseModel):
     passages: list[Passage] = Field(default_factory=list)
     grounded: bool = True
     seconds: float = 0.0
+    tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -180,10 +182,13 @@ def prompt(question: str, passages: list[Passage], style: Style = "passages") ->
             HumanMessage(content=f"Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes:")]
 
 
-def _cited(answer: str, passages: list[Passage]) -> list[str]:
+def _cited(answer: str, passages: list[Passage], support: list[str]) -> list[str]:
+    """The passages the answer rests on: those it cites ([n] or a path), else those holding the
+    lines Python picked as support, else all it was given."""
     numbers = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
     named = [p.source for i, p in enumerate(passages, start=1) if i in numbers or p.path in answer]
-    return list(dict.fromkeys(named or [p.source for p in passages]))
+    supporting = [p.source for p in passages if any(line.startswith(f"{p.path}:") for line in support)]
+    return list(dict.fromkeys(named or supporting or [p.source for p in passages]))
 
 
 def answer_from_passages(question: str, grounding: Grounding, model: BaseChatModel, *,
@@ -195,9 +200,11 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     reply = model.invoke(prompt(question, passages, style), max_tokens=max_tokens)
     text = reply.content if isinstance(reply.content, str) else str(reply.content)
     answer = " ".join(text.split()) or NOT_FOUND
-    return GroundedAnswer(question=question, answer=answer, sources=_cited(answer, passages),
-                          evidence=evidence(question, passages), passages=passages, grounded=bool(passages),
-                          seconds=time.monotonic() - started)
+    support = evidence(question, passages)
+    usage = getattr(reply, "usage_metadata", None) or {}
+    return GroundedAnswer(question=question, answer=answer, sources=_cited(answer, passages, support),
+                          evidence=support, passages=passages, grounded=bool(passages),
+                          seconds=time.monotonic() - started, tokens=int(usage.get("total_tokens", 0)))
 
 
 def fast_path_plan(objective: str, decided: Route) -> Plan:
@@ -216,3 +223,15 @@ def answer_ungrounded(question: str, model: BaseChatModel) -> GroundedAnswer:
     text = reply.content if isinstance(reply.content, str) else str(reply.content)
     return GroundedAnswer(question=question, answer=" ".join(text.split()), grounded=False,
                           seconds=time.monotonic() - started)
+
+
+def fast_path_report(objective: str, run_key: str, decided: Route, answered: GroundedAnswer,
+                     started: float) -> RunReport:
+    """The run report of a fast-path run: one completed "answer" step that made one model call."""
+    plan = fast_path_plan(objective, decided)
+    step = plan.tasks[0]
+    outcome = NodeOutcome(id=step.id, title=step.title, status=NodeStatus.COMPLETED, agent=step.agent,
+                          result=answered.text, attempts=1, llm_calls=1, tokens=answered.tokens, started=started, finished=time.time())
+    return RunReport(run_key=run_key, objective=objective, status=RunStatus.COMPLETED, plan=plan,
+                     outcomes={step.id: outcome}, started=started, finished=time.time(),
+                     usage=Usage(llm_calls=1, tokens=answered.tokens), answer=answered.text, sources={step.id: answered.sources})

@@ -22,7 +22,8 @@ from foreman.tools.catalog import CATALOG, ToolEnv
 from foreman.tools.knowledge.bases import check_name, workspace_base
 from foreman.tools.knowledge.tool import KnowledgeScope
 
-DEFAULT_TOOLS: tuple[str, ...] = ("list_files", "read_file", "search_files", "fetch_url", "notify_user")
+DEFAULT_TOOLS: tuple[str, ...] = ("list_files", "read_file", "search_files", "search_knowledge", "fetch_url",
+                                 "notify_user")
 FLOW_TOOLS: tuple[str, ...] = ("notify_user",)
 
 
@@ -141,6 +142,11 @@ class RunPolicy(BaseModel):
     def step_tools(self, grants: Iterable[str]) -> set[str]:
         """Every tool a step with these grants can call: its grants plus the run's flow tools."""
         return set(grants) | set(self.flow_tools)
+
+    def with_bases(self, names: Iterable[str]) -> RunPolicy:
+        """This policy also reading the knowledge bases `names` (besides the workspace's own)."""
+        added = tuple(check_name(n) for n in names)
+        return self.model_copy(update={"knowledge_bases": tuple(dict.fromkeys((*self.knowledge_bases, *added)))})
 
     def in_workspace(self, workspace: Path | str) -> RunPolicy:
         """This policy over another folder (a workflow file's own `workspace:`), which must exist."""

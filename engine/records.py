@@ -91,6 +91,8 @@ class RunReport(BaseModel):
     finished: float | None = None
     usage: Usage = Field(default_factory=Usage)
     answer: str | None = None
+    sources: dict[str, list[str]] = Field(default_factory=dict,
+                                          description="Per step, the passages (path:line) it was given.")
 
     @property
     def results(self) -> dict[str, Any]:

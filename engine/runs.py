@@ -24,6 +24,7 @@ from foreman.crash import hold_run
 from foreman.engine.cf_runner import ControlFlowRunner
 from foreman.engine.executor import Approver, Engine, Replanner
 from foreman.engine.explain import ArtifactObserver
+from foreman.engine.grounded_runner import GroundedRunner
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy
 from foreman.engine.records import Budgets, NodeStatus, RunReport, RunStatus
@@ -51,10 +52,13 @@ class PlanRunResult(BaseModel):
     llm_calls: int = 0
     tokens: int = 0
     duration_s: float = 0.0
+    sources: list[str] = Field(default_factory=list, description="The passages (path:line) the answer was given.")
+    route: str | None = Field(default=None, description="Why the run was answered directly or planned.")
 
 
 def result_of(report: RunReport, *, objective: str, answer: str, started: float,
-              repaired_plan: bool = False) -> PlanRunResult:
+              repaired_plan: bool = False, sources: list[str] | None = None,
+              route: str | None = None) -> PlanRunResult:
     """The caller's view of a finished run's report."""
     return PlanRunResult(
         objective=objective, status=report.status, answer=answer, stopped_by=report.stopped_by,
@@ -62,6 +66,7 @@ def result_of(report: RunReport, *, objective: str, answer: str, started: float,
         statuses={i: o.status for i, o in report.outcomes.items()}, reused=report.reused,
         revisions=len(report.revisions), repaired_plan=repaired_plan, llm_calls=report.usage.llm_calls,
         tokens=report.usage.tokens, duration_s=time.time() - started,
+        sources=list(dict.fromkeys(sources or [])), route=route,
     )
 
 
@@ -125,8 +130,11 @@ def _quiet_thread_timeout_warning() -> None:
 def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: ToolEnv, scope: PlanScope,
                  agents: AgentRegistry, settings: Settings, store: RunStore, budgets: Budgets,
                  approver: Approver, replanner: Replanner | None = None,
-                 script_base: Path | None = None) -> RunReport:
-    """Run a validated plan inside the current flow run: the part plans and workflows share."""
+                 script_base: Path | None = None, grounded_objective: str | None = None) -> RunReport:
+    """Run a validated plan inside the current flow run: the part plans and workflows share.
+
+    With `grounded_objective`, every agent step is given the knowledge-base passages for its
+    own instructions (and that objective) before it runs; the report keeps which."""
     log = get_run_logger()
     _quiet_thread_timeout_warning()
     timed = [t.id for t in valid.plan.tasks if t.timeout_s and t.script is None]
@@ -136,10 +144,13 @@ def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: Tool
                  ", ".join(timed))
     runner = ControlFlowRunner(env, agents, settings, policy=policy, stats=store.agent_stats(),
                                script_base=script_base)
-    engine = Engine(runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
+    grounded = GroundedRunner(runner, policy, grounded_objective, settings=settings) if grounded_objective else None
+    engine = Engine(grounded or runner, scope, store, budgets, replanner=replanner, observer=ArtifactObserver(),
                     approver=approver)
     with hold_run(run_key):  # one live process per run key; marks a dead earlier holder CRASHED
         report = engine.run(valid, run_key)
+    if grounded is not None:
+        report.sources = grounded.sources
     if report.reused:
         log.info("reused finished sub-tasks: %s", ", ".join(report.reused))
     return report

@@ -30,8 +30,17 @@ from foreman.agents.models import build_chat_model, describe_model, uses_embedde
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
 from foreman.cf_adapter.taskrun import run_task
+from foreman.engine.answer import (
+    GroundedAnswer,
+    Route,
+    answer_from_passages,
+    fast_path_report,
+    route,
+    style_for,
+)
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.explain import ProgressArtifact, write_answer
+from foreman.engine.grounding import ANSWER_RULE, PLANNER_RULE, Grounding, format_passages, ground
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import Progress, listening, publish
@@ -52,6 +61,7 @@ from foreman.flows.forms import offer_form
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
 from foreman.tools.catalog import ToolEnv
+from foreman.tools.knowledge.service import require_bases
 
 _planning_calls: ContextVar[BaseCallbackHandler | None] = ContextVar("foreman_planning_calls", default=None)
 register_configure_hook(_planning_calls, inheritable=True)  # LangChain adds it to every model call
@@ -79,8 +89,9 @@ def make_planner(scope: PlanScope, settings: Settings, env: ToolEnv) -> Planner:
 
 
 def plan_objective(objective: str, *, allowed_tools: list[str] | None = None, allow_write: bool = False,
-                   allow_code: bool = False, workspace: str | None = None) -> PlanningOutcome:
-    """Plan without running (what `foreman plan` shows)."""
+                   allow_code: bool = False, workspace: str | None = None, grounded: bool = True) -> PlanningOutcome:
+    """Plan without running (what `foreman plan` shows): the planner sees what grounding found,
+    as in a run. (A question the passages answer would not be planned by `plan_and_run`.)"""
     settings = get_settings()
     policy = RunPolicy.build(settings=settings, workspace=workspace, allowed_tools=allowed_tools,
                              allow_write=allow_write, allow_code=allow_code)
@@ -88,21 +99,29 @@ def plan_objective(objective: str, *, allowed_tools: list[str] | None = None, al
     scope = build_scope(registry, policy)
     lessons = run_store().similar_runs(objective)
     planner = make_planner(scope, settings, env)
+    passages = format_passages(ground(objective, policy, settings=settings), rule=PLANNER_RULE) if grounded else None
     token = _planning_calls.set(PlanningCalls(planner.max_llm_calls * (1 + planner.max_repairs), None))
     try:
-        return planner.plan(objective, lessons=lessons)
+        return planner.plan(objective, lessons=lessons, passages=passages or None)
     finally:
         _planning_calls.reset(token)
 
 
-def synthesize(objective: str, report: RunReport, settings: Settings, env: ToolEnv) -> str:
-    """One writer turn turns the sub-task results into the answer; without results, say what happened."""
+def synthesize(objective: str, report: RunReport, settings: Settings, env: ToolEnv,
+               grounding: Grounding | None = None) -> str:
+    """One writer turn turns the sub-task results into the answer; without results, say what happened.
+
+    With grounding, the writer also gets the passages found for the objective and the rule to
+    answer only from them and the results."""
     if not report.results:
         return f"No sub-task completed ({report.stopped_by or 'nothing ran'})."
     agent = cf.Agent(name="writer", instructions=registry.get("writer").instructions,
                      model=build_chat_model(settings, registry.get("writer").model), tools=[])
+    context: dict[str, Any] = {"results": report.results}
+    if grounding:
+        context["passages"] = format_passages(grounding, rule=ANSWER_RULE)
     task = cf.Task(f"Answer the objective from these results: {objective}", name="answer",
-                   result_type=str, context={"results": report.results}, agents=[agent])
+                   result_type=str, context=context, agents=[agent])
     try:
         return run_task(task, audit=env.audit, max_llm_calls=3)
     except TaskNotCompleted:
@@ -132,6 +151,10 @@ class PlannerForm(BaseModel):
     max_concurrency: int = Field(default=4, title="Steps at once", description="Steps running at the same time.")
     approval_timeout_s: int = Field(default=3600, title="Approval timeout (s)",
                                     description="How long an approval point waits before its default applies.")
+    ground: bool = Field(default=True, title="Ground in the knowledge base",
+                         description="Find passages in the workspace's index before any model call.")
+    knowledge_bases: list[str] | None = Field(default=None, title="More knowledge bases",
+                                              description="Ingested bases to search besides the workspace's own.")
 
 
 @flow(name="plan-and-run", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True,
@@ -151,8 +174,15 @@ def plan_and_run(
     plan: Plan | None = None,
     approval_timeout_s: int = 3600,
     approve_in: Literal["ui", "terminal"] = "ui",
+    ground: bool = True,
+    knowledge_bases: list[str] | None = None,
 ) -> PlanRunResult:
     """Plan `objective` into sub-tasks and run them; return the synthesized answer.
+
+    First the workspace's index is brought up to date and searched (`ground`): a question the
+    passages answer gets one grounded model call (the fast path); otherwise the planner, each
+    agent step and the answer are given the passages for what they do. `knowledge_bases`:
+    ingested bases searched besides the workspace's own (an unknown one is refused).
 
     A run that ends FAILED raises `RunFailed` (its `.result` keeps what finished).
     `resume` re-runs an earlier run (its run key) without redoing finished sub-tasks.
@@ -162,7 +192,8 @@ def plan_and_run(
     with listening(ProgressArtifact(run_id, "planning")):
         return _plan_and_run(objective, run_id, workspace=workspace, allowed_tools=allowed_tools,
                              allow_write=allow_write, allow_code=allow_code, resume=resume, plan=plan,
-                             approval_timeout_s=approval_timeout_s, approve_in=approve_in,
+                             approval_timeout_s=approval_timeout_s, approve_in=approve_in, grounded=ground,
+                             knowledge_bases=knowledge_bases,
                              budgets=Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens,
                                              max_wall_s=max_wall_s, max_replans=max_replans,
                                              max_concurrency=max_concurrency))
@@ -173,43 +204,94 @@ offer_form(plan_and_run, PlannerForm)
 
 def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed_tools: list[str] | None,
                   allow_write: bool, allow_code: bool, resume: str | None, plan: Plan | None,
-                  approval_timeout_s: int, approve_in: str, budgets: Budgets) -> Any:
+                  approval_timeout_s: int, approve_in: str, grounded: bool, knowledge_bases: list[str] | None,
+                  budgets: Budgets) -> Any:
     log = get_run_logger()
     settings = get_settings()
     log.info(describe_model(settings))
     started = time.time()
     policy = RunPolicy.build(settings=settings, workspace=workspace, allowed_tools=allowed_tools,
                              allow_write=allow_write, allow_code=allow_code)
+    if knowledge_bases:
+        policy = policy.with_bases(require_bases(knowledge_bases, settings))
     env = tool_env(policy, settings)
     scope = build_scope(registry, policy)
     store = run_store()
     run_key = run_key_for(resume, run_id, store)
     planner = make_planner(scope, settings, env)
+    fresh = plan is None and store.stored_plan(run_key) is None
+    grounding = grounding_step(objective, policy, settings, run_id) if grounded else None
+    decided = route(objective, grounding) if grounding is not None and fresh else None  # a given plan runs as given
+    if decided is not None:
+        log.info("route: %s (%s)", decided.kind, decided.reason)
+    if grounding is not None and decided is not None and decided.kind == "answer":
+        return _answer_directly(objective, run_key, grounding, decided, settings, store, started)
 
-    valid, repaired = planning(objective, plan, run_key, store, planner, scope, run_id)
+    passages = format_passages(grounding, rule=PLANNER_RULE) if grounding else None
+    valid, repaired = planning(objective, plan, run_key, store, planner, scope, run_id, passages)
     log.info("plan: %s", " | ".join(f"{t.id}<-{','.join(t.depends_on) or '-'}" for t in valid.plan.tasks))
     store.record_run(run_key, objective, RunStatus.RUNNING.value, None, valid.plan.model_dump(mode="json"), [],
                      started, 0.0, "running")
 
     report = execute_plan(valid, run_key, policy=policy, env=env, scope=scope, agents=registry, settings=settings,
                           store=store, budgets=budgets, replanner=planner.replan,
-                          approver=approver_for(approve_in, env.audit, approval_timeout_s))
+                          approver=approver_for(approve_in, env.audit, approval_timeout_s),
+                          grounded_objective=objective if grounded else None)
 
     publish(Progress(phase="answering", text="writing the answer", percent=100.0))
-    answer = synthesize(objective, report, settings, env)
-    write_answer(objective, answer)
+    answer = synthesize(objective, report, settings, env, grounding)
+    sources = (grounding.sources if grounding else []) + [s for found in report.sources.values() for s in found]
+    write_answer(objective, answer, list(dict.fromkeys(sources)))
     log.info("answer (in full: the run's \"answer\" artifact): %s", answer[:500] + ("…" if len(answer) > 500 else ""))
     summary = _summary(report)
     store.record_run(run_key, objective, report.status.value, report.stopped_by,
                      report.plan.model_dump(mode="json"),
                      [r.model_dump(mode="json") for r in report.revisions], started, time.time() - started, summary)
-    result = result_of(report, objective=objective, answer=answer, started=started, repaired_plan=repaired)
+    result = result_of(report, objective=objective, answer=answer, started=started, repaired_plan=repaired,
+                       sources=sources, route=decided.reason if decided else None)
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result, not_run_reasons(report))
 
 
+def grounding_step(objective: str, policy: RunPolicy, settings: Settings, run_id: str) -> Grounding:
+    """Grounding as a task run of its own ("ground" in the UI): the workspace index refreshed,
+    then the passages for the objective, before any model call."""
+
+    @task(name="ground", task_run_name="ground", cache_policy=NO_CACHE, persist_result=False)
+    def ground_objective() -> Grounding:
+        found = ground(objective, policy, settings=settings)
+        if found.indexed is not None:
+            get_run_logger().info("index: %s", found.indexed.summary())
+        get_run_logger().info("passages: %s", ", ".join(found.sources) or "none")
+        return found
+
+    publish(Progress(phase="planning", text="searching the knowledge base", percent=0.0, run_id=run_id))
+    return ground_objective()
+
+
+def _answer_directly(objective: str, run_key: str, grounding: Grounding, decided: Route, settings: Settings,
+                     store: RunStore, started: float) -> Any:
+    """The fast path: one grounded model call answers the question; the run is recorded like any other."""
+
+    @task(name="answer", task_run_name="answer", cache_policy=NO_CACHE, persist_result=False)
+    def answer() -> GroundedAnswer:
+        return answer_from_passages(objective, grounding, build_chat_model(settings), style=style_for(settings))
+
+    publish(Progress(phase="answering", text="answering from the passages", percent=50.0))
+    answered = answer()
+    report = fast_path_report(objective, run_key, decided, answered, started)
+    write_answer(objective, answered.text, answered.sources)
+    get_run_logger().info("answer: %s", answered.answer[:500])
+    store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
+                     started, time.time() - started, _summary(report))
+    result = result_of(report, objective=objective, answer=answered.text, started=started,
+                       sources=answered.sources, route=decided.reason)
+    publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
+    return finish(result)
+
+
 def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,
-             scope: PlanScope, run_id: str) -> tuple[ValidPlan, bool]:
+             scope: PlanScope, run_id: str, passages: str | None = None) -> tuple[ValidPlan, bool]:
     """Planning as a task run of its own, so the UI shows a running "plan" from the first second,
     and its model calls as they start ("planning: model call 1 of at most 6")."""
     calls = PlanningCalls(planner.max_llm_calls * (1 + planner.max_repairs), run_id)
@@ -218,7 +300,7 @@ def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, 
     def plan() -> tuple[ValidPlan, bool]:  # no parameters: Prefect must not walk the planner
         token = _planning_calls.set(calls)
         try:
-            return _get_plan(objective, given, run_key, store, planner, scope)
+            return _get_plan(objective, given, run_key, store, planner, scope, passages)
         finally:
             _planning_calls.reset(token)
 
@@ -227,13 +309,13 @@ def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, 
 
 
 def _get_plan(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,
-              scope: PlanScope) -> tuple[ValidPlan, bool]:
+              scope: PlanScope, passages: str | None = None) -> tuple[ValidPlan, bool]:
     if given is not None:
         return validate_plan(given.model_copy(update={"objective": given.objective or objective}), scope), False
     stored = store.stored_plan(run_key)
     if stored is not None:  # resuming: the same graph, so finished sub-tasks match
         return validate_plan(Plan.model_validate(stored), scope), False
-    outcome = planner.plan(objective, lessons=store.similar_runs(objective))
+    outcome = planner.plan(objective, lessons=store.similar_runs(objective), passages=passages)
     return outcome.valid, outcome.repaired
 
 

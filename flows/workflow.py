@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import Flow, flow, get_run_logger
+from prefect import Flow, flow, get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
@@ -24,6 +25,7 @@ from pydantic import BaseModel, Field
 from foreman.agents.registry import registry
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.explain import ProgressArtifact
+from foreman.engine.grounding import refresh_workspace
 from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import listening
 from foreman.engine.records import Budgets, RunStatus
@@ -75,6 +77,8 @@ class RunWorkflowForm(BaseModel):
     max_concurrency: int = Field(default=4, title="Steps at once", description="Steps running at the same time.")
     approval_timeout_s: int = Field(default=3600, title="Approval timeout (s)",
                                     description="How long an approval point waits before its default applies.")
+    ground: bool = Field(default=True, title="Ground agent steps in the knowledge base",
+                         description="Give each agent step the workspace passages for its instructions.")
 
 
 @flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, persist_result=True,
@@ -82,12 +86,14 @@ class RunWorkflowForm(BaseModel):
 def run_workflow(path: str, params: dict[str, Any] | None = None, workspace: str | None = None,
                  allow_write: bool = False, allow_code: bool = False, max_llm_calls: int = 100,
                  max_concurrency: int = 4, resume: str | None = None, approval_timeout_s: int = 3600,
-                 approve_in: Literal["ui", "terminal"] = "ui") -> PlanRunResult:
+                 approve_in: Literal["ui", "terminal"] = "ui", ground: bool = True) -> PlanRunResult:
     """Load, validate and run the workflow file at `path` with this run's `params`.
 
     Nothing runs from an invalid file, with invalid params, or with a step granted a tool this
     run does not allow (`allow_write`, `allow_code`). A workflow that ends FAILED raises
-    `RunFailed` (its `.result` keeps what finished)."""
+    `RunFailed` (its `.result` keeps what finished). With `ground`, a workflow with agent steps
+    brings the workspace's index up to date first and gives each agent step the passages for
+    its own instructions; script steps are never touched."""
     settings = get_settings()
     started = time.time()
     run_id = str(FlowRunContext.get().flow_run.id)
@@ -100,6 +106,9 @@ def run_workflow(path: str, params: dict[str, Any] | None = None, workspace: str
                           " -> ".join(workflow.plan.order),
                           f"; params {workflow.values}" if workflow.values else "")
     plan = workflow.plan.plan.model_dump(mode="json")
+    grounded = ground and any(t.script is None for t in workflow.plan.plan.tasks)
+    if grounded:
+        index_workspace(policy, settings)
     store.record_run(run_key, workflow.name, RunStatus.RUNNING.value, None, plan, [], started, 0.0, "running")
     with listening(ProgressArtifact(run_id, f"running workflow {workflow.name}")):
         report = execute_plan(workflow.plan, run_key, policy=policy, env=env, scope=build_scope(registry, policy),
@@ -107,13 +116,27 @@ def run_workflow(path: str, params: dict[str, Any] | None = None, workspace: str
                               budgets=Budgets(max_llm_calls=max_llm_calls, max_replans=0,
                                               max_concurrency=max_concurrency),
                               approver=approver_for(approve_in, env.audit, approval_timeout_s),
-                              script_base=workflow.folder)
+                              script_base=workflow.folder,
+                              grounded_objective=(workflow.description or workflow.name) if grounded else None)
     store.record_run(run_key, workflow.name, report.status.value, report.stopped_by, plan, [], started,
                      time.time() - started, f"workflow {workflow.name}: {report.status.value}")
     answer = (f"workflow {workflow.name} {report.status.value}"
               + (f" (stopped by {report.stopped_by})" if report.stopped_by else ""))
-    return finish(result_of(report, objective=workflow.name, answer=answer, started=started),
+    sources = [s for found in report.sources.values() for s in found]
+    return finish(result_of(report, objective=workflow.name, answer=answer, started=started, sources=sources),
                   not_run_reasons(report))
+
+
+def index_workspace(policy: RunPolicy, settings: Settings) -> None:
+    """The workspace's index brought up to date as a task run of its own ("index" in the UI)."""
+
+    @task(name="index", task_run_name="index workspace", cache_policy=NO_CACHE, persist_result=False)
+    def index() -> None:
+        report = refresh_workspace(policy, settings)
+        if report is not None:
+            get_run_logger().info("index: %s", report.summary())
+
+    index()
 
 
 offer_form(run_workflow, RunWorkflowForm)

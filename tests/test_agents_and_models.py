@@ -84,7 +84,7 @@ def test_built_agent_carries_prompt_and_tools(foreman_home, workspace) -> None:
     agent = build_agent("researcher", env, model=ScriptedChatModel())
     assert agent.name == "researcher"
     assert "research" in agent.instructions
-    assert [t.name for t in agent.tools] == ["list_files", "read_file", "search_files", "fetch_url"]
+    assert [t.name for t in agent.tools] == ["search_knowledge", "list_files", "read_file", "search_files", "fetch_url"]
     # a tiny model cannot invent a path: read_file's schema lists the real ones
     read = next(t for t in agent.tools if t.name == "read_file")
     assert "meeting_notes.txt" in read.parameters["properties"]["path"]["enum"]

@@ -41,7 +41,7 @@ def run_in_background(plan: Plan = PLAN, **kwargs) -> tuple[threading.Thread, di
 
     def target() -> None:
         with use_model(model()):
-            box["state"] = plan_and_run(objective="tidy up", plan=plan, return_state=True, **kwargs)
+            box["state"] = plan_and_run(objective="tidy up", plan=plan, ground=False, return_state=True, **kwargs)
 
     thread = threading.Thread(target=target, daemon=True)  # a failed test must not hang the session
     thread.start()

@@ -129,7 +129,7 @@ def _planning_model() -> ScriptedChatModel:
 @pytest.mark.usefixtures("prefect_server")
 def test_plan_json_prints_only_the_plan_on_stdout(foreman_home) -> None:
     with use_model(_planning_model()):
-        out = runner.invoke(app, ["plan", "count the files", "--json"])
+        out = runner.invoke(app, ["plan", "count the files", "--json", "--no-ground"])
     assert out.exit_code == 0, out.output
     plan = json.loads(out.stdout)
     assert [t["id"] for t in plan["tasks"]] == ["look", "tell"]
@@ -139,8 +139,8 @@ def test_plan_json_prints_only_the_plan_on_stdout(foreman_home) -> None:
 @pytest.mark.usefixtures("prefect_server")
 def test_plan_draws_the_graph_on_the_terminal_and_mermaid_on_request(foreman_home) -> None:
     with use_model(_planning_model()):
-        out = runner.invoke(app, ["plan", "count the files"], terminal_width=200)
-        mermaid = runner.invoke(app, ["plan", "count the files", "--mermaid"], terminal_width=200)
+        out = runner.invoke(app, ["plan", "count the files", "--no-ground"], terminal_width=200)
+        mermaid = runner.invoke(app, ["plan", "count the files", "--mermaid", "--no-ground"], terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "look -> tell" in out.output and "researcher" in out.output
     assert "graph TD" not in out.output  # a tree a person reads, not Mermaid source
@@ -153,7 +153,8 @@ def test_plan_draws_the_graph_on_the_terminal_and_mermaid_on_request(foreman_hom
 @pytest.mark.usefixtures("prefect_server")
 def test_run_plans_runs_and_prints_the_answer(foreman_home, workspace: Path) -> None:
     with use_model(_planning_model()):
-        out = runner.invoke(app, ["run", "count the files", "--workspace", str(workspace)], terminal_width=200)
+        out = runner.invoke(app, ["run", "count the files", "--workspace", str(workspace), "--no-ground"],
+                            terminal_width=200)
     assert out.exit_code == 0, out.output
     assert "COMPLETED" in out.output and "answer: Five files." in out.output
     assert "foreman audit" in out.output and "--resume" in out.output
@@ -289,7 +290,7 @@ def test_a_planner_run_tells_its_progress_and_keeps_its_answer(foreman_home, wor
 
     told: list = []
     with use_model(_planning_model()), listening(told.append):
-        state = plan_and_run("count the files", workspace=str(workspace), return_state=True)
+        state = plan_and_run("count the files", workspace=str(workspace), ground=False, return_state=True)
     texts = [p.text for p in told]
     assert texts[0] == "planning" and "planning: model call 1 of at most" in texts[1]
     assert any(t.startswith("running: 1 of 2 steps done") for t in texts) and "writing the answer" in texts

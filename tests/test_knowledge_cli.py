@@ -1,26 +1,19 @@
-"""`foreman knowledge ingest|list|search|drop`, and the `ingest-knowledge` flow's artifacts.
-
-The commands are mounted on a Typer app of the test's own: registering them in
-`foreman.cli` is one line the lead adds (see the knowledge issue's notes).
-"""
+"""`foreman knowledge ingest|list|search|drop`, and the `ingest-knowledge` flow's artifacts."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from foreman.cli.knowledge import knowledge_app
+from foreman.cli import app
 from foreman.flows.ingest import report_markdown
 from foreman.settings import reset_settings
 from foreman.tools.knowledge.bases import workspace_base
 
 pytestmark = pytest.mark.usefixtures("foreman_home")
 
-app = typer.Typer()
-app.add_typer(knowledge_app, name="knowledge")
 runner = CliRunner()
 
 

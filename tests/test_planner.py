@@ -87,7 +87,7 @@ def test_objective_is_planned_run_explained_and_answered(workspace: Path) -> Non
     script = Script([draft(node("facts", "researcher", tools=["read_file"]), node("count"),
                            node("report", "writer", depends_on=["facts", "count"]), rationale="read, count, report")])
     with use_model(script.model):
-        state = plan_and_run("summarize the report", workspace=str(workspace), return_state=True)
+        state = plan_and_run("summarize the report", workspace=str(workspace), ground=False, return_state=True)
     result = state.result()
 
     assert result.answer == "FINAL ANSWER"
@@ -109,7 +109,7 @@ def test_cyclic_plan_is_refused_and_repaired_with_the_exact_errors(workspace: Pa
     cyclic = draft(node("a", depends_on=["b"]), node("b", depends_on=["a"]))
     script = Script([cyclic, draft(node("a"), node("b", depends_on=["a"]))])
     with use_model(script.model):
-        result = plan_and_run("do a then b", workspace=str(workspace))
+        result = plan_and_run("do a then b", workspace=str(workspace), ground=False)
     assert result.repaired_plan
     assert "dependency cycle" in script.planner_prompts[1]
     assert result.statuses == {"a": "COMPLETED", "b": "COMPLETED"}
@@ -120,7 +120,7 @@ def test_out_of_scope_tool_in_a_plan_is_refused_before_anything_runs(workspace: 
     bad = draft(node("calc", tools=["run_python"]))
     script = Script([bad, bad, bad])
     with use_model(script.model), pytest.raises(PlanningFailed) as info:
-        plan_and_run("compute something", workspace=str(workspace), allow_code=True)
+        plan_and_run("compute something", workspace=str(workspace), ground=False, allow_code=True)
     assert "calc.tools: tool 'run_python' is outside the scope of generalist" in str(info.value)
     assert len(script.planner_prompts) == 3  # first draft + two repairs, then it gives up
     assert script.counts == {}  # no sub-task ran
@@ -130,7 +130,7 @@ def test_unknown_tool_from_the_model_is_refused_by_the_schema_then_fixed(workspa
     unknown = draft(node("a", tools=["teleport"]))
     script = Script([unknown, draft(node("a"))])
     with use_model(script.model):
-        result = plan_and_run("anything", workspace=str(workspace))
+        result = plan_and_run("anything", workspace=str(workspace), ground=False)
     assert result.statuses == {"a": "COMPLETED"}
     # the second planner turn saw the validation error ControlFlow returned for the first draft
     assert "teleport" in script.planner_prompts[1]
@@ -151,7 +151,7 @@ def test_failed_step_triggers_a_replan_that_keeps_finished_results(workspace: Pa
         steps={"b": lambda n: fail("cannot")},
     )
     with use_model(script.model):
-        result = plan_and_run("a then b", workspace=str(workspace))
+        result = plan_and_run("a then b", workspace=str(workspace), ground=False)
     assert result.revisions == 1
     assert script.counts["a"] == 1
     assert result.statuses == {"a": "COMPLETED", "b2": "COMPLETED"}
@@ -161,10 +161,10 @@ def test_failed_step_triggers_a_replan_that_keeps_finished_results(workspace: Pa
 def test_past_runs_are_lessons_for_the_next_plan(workspace: Path) -> None:
     first = Script([draft(node("a"))])
     with use_model(first.model):
-        plan_and_run("rotate the backup token", workspace=str(workspace))
+        plan_and_run("rotate the backup token", workspace=str(workspace), ground=False)
     second = Script([draft(node("a"))])
     with use_model(second.model):
-        plan_and_run("rotate the backup token again", workspace=str(workspace))
+        plan_and_run("rotate the backup token again", workspace=str(workspace), ground=False)
     assert "lessons_from_similar_past_runs" in second.planner_prompts[0]
     assert "rotate the backup token" in second.planner_prompts[0].split("lessons_from_similar_past_runs")[1]
 
@@ -172,13 +172,13 @@ def test_past_runs_are_lessons_for_the_next_plan(workspace: Path) -> None:
 def test_resume_does_not_redo_finished_subtasks(workspace: Path) -> None:
     crashing = Script([draft(node("a"), node("b", depends_on=["a"], retries=0))], steps={"b": lambda n: fail("crash")})
     with use_model(crashing.model), pytest.raises(RunFailed) as failed:
-        plan_and_run("two steps", workspace=str(workspace), max_replans=0)
+        plan_and_run("two steps", workspace=str(workspace), ground=False, max_replans=0)
     crashed = failed.value.result  # a failed run still hands back what it finished
     assert crashed.status == "FAILED" and crashed.results == {"a": crashed.results["a"]}
 
     again = Script([])  # no planner call expected: the stored plan is reused
     with use_model(again.model):
-        resumed = plan_and_run("two steps", workspace=str(workspace), resume=crashed.run_key)
+        resumed = plan_and_run("two steps", workspace=str(workspace), ground=False, resume=crashed.run_key)
     assert resumed.reused == ["a"]
     assert again.counts == {"b": 1}
     assert resumed.status == "COMPLETED"

@@ -49,9 +49,9 @@ def scripted() -> ScriptedChatModel:
 def main(scenario: str) -> None:
     with use_model(scripted()):
         if scenario == "planner":
-            state = plan_and_run("What does the Q3 report recommend?", return_state=True)
+            state = plan_and_run("What does the Q3 report recommend?", ground=False, return_state=True)
         else:
-            state = plan_and_run("tidy the logs", plan=APPROVAL_PLAN, return_state=True)
+            state = plan_and_run("tidy the logs", plan=APPROVAL_PLAN, ground=False, return_state=True)
     print(f"flow-run {state.state_details.flow_run_id} {state.type.value}", flush=True)
 
 

@@ -13,6 +13,7 @@ import typer
 
 from foreman.cli import people, runs, setup
 from foreman.cli._output import set_debug
+from foreman.cli.knowledge import knowledge_app
 from foreman.cli.setup import model_app, notifications_app
 from foreman.cli.workflows import workflow_app
 
@@ -33,5 +34,6 @@ for command in (runs.run, runs.plan, runs.search, setup.agents, setup.tools,
 app.add_typer(model_app, name="model")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(notifications_app, name="notifications")
+app.add_typer(knowledge_app, name="knowledge")
 
 __all__ = ["app"]

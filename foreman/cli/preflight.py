@@ -35,13 +35,16 @@ def check_resume(resume: str | None) -> None:
 
 
 def check_planner_run(*, workspace: Path | None, allow_write: bool, allow_code: bool, resume: str | None,
-                      budgets: dict[str, Any]) -> None:
+                      budgets: dict[str, Any], knowledge_bases: list[str] | None = None) -> None:
     """Everything `plan_and_run` checks before it plans, and the server it will run on."""
     from foreman.engine.policy import RunPolicy
     from foreman.engine.records import Budgets
+    from foreman.tools.knowledge.service import require_bases
 
     check_model()
-    RunPolicy.build(workspace=workspace, allow_write=allow_write, allow_code=allow_code)
+    policy = RunPolicy.build(workspace=workspace, allow_write=allow_write, allow_code=allow_code)
+    if knowledge_bases:
+        policy.with_bases(require_bases(knowledge_bases))
     Budgets(**budgets)
     check_resume(resume)
     check_server()

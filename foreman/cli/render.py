@@ -51,6 +51,10 @@ def render_result(result: PlanRunResult, flow_run_id: Any, *, as_json: bool = Fa
     console.print(Text.assemble((result.status.value, colour),
                                 f" (stopped by {result.stopped_by})" if result.stopped_by else ""))
     console.print(Text.assemble(("answer: ", "bold"), result.answer))
+    if result.sources:
+        console.print(Text.assemble(("sources: ", "bold"), ", ".join(result.sources)))
+    if result.route:
+        console.print(Text(f"route: {result.route}", style="dim"))
     console.print(Text(f"{result.llm_calls} model calls, {result.tokens} tokens, {result.duration_s:.1f} s; "
                        f"run key {result.run_key} (resume with --resume); audit: foreman audit {flow_run_id}",
                        style="dim"))

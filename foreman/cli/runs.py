@@ -51,9 +51,13 @@ def run(
     max_concurrency: Annotated[int, typer.Option(help="Sub-tasks running at once.")] = 4,
     resume: Annotated[str | None, typer.Option(help="Run key of an earlier run to resume.")] = None,
     approve_here: Annotated[bool | None, APPROVE_HERE] = None,
+    ground: Annotated[bool, typer.Option(help="Search the workspace's index first: answer a question from its "
+                                              "passages in one call, give them to every step.")] = True,
+    kb: Annotated[list[str] | None, typer.Option(help="Also search this ingested knowledge base (repeatable; "
+                                                      "`foreman knowledge list`).")] = None,
     as_json: Annotated[bool, JSON] = False,
 ) -> None:
-    """Plan OBJECTIVE into sub-tasks, run them on Prefect, print the answer."""
+    """Answer OBJECTIVE from the workspace's notes, or plan it into sub-tasks and run them on Prefect."""
     from foreman.cli.live import status_line
     from foreman.cli.preflight import check_planner_run
     from foreman.cli.render import finished_result, render_result
@@ -62,7 +66,8 @@ def run(
     out = errors_console if as_json else console
     with preflight():  # refused here, before a flow run exists, rather than as a Failed run
         check_planner_run(workspace=workspace, allow_write=allow_write, allow_code=allow_code, resume=resume,
-                          budgets={"max_llm_calls": max_llm_calls, "max_concurrency": max_concurrency})
+                          budgets={"max_llm_calls": max_llm_calls, "max_concurrency": max_concurrency},
+                          knowledge_bases=kb)
     show_model(out)
     short_tracebacks()
     with reporting(), quiet_prefect(as_json):
@@ -70,7 +75,8 @@ def run(
             state = plan_and_run(objective=objective, workspace=str(workspace) if workspace else None,
                                  allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
                                  max_concurrency=max_concurrency, resume=resume,
-                                 approve_in=approve_in(approve_here), return_state=True)
+                                 approve_in=approve_in(approve_here), ground=ground, knowledge_bases=kb or None,
+                                 return_state=True)
         result = finished_result(state)
         render_result(result, state.state_details.flow_run_id, as_json=as_json)
     if result.status == RunStatus.FAILED:
@@ -84,6 +90,8 @@ def plan(
                                                                "draws it) instead of a tree.")] = False,
     allow_write: Annotated[bool, typer.Option(help="Let sub-tasks write files.")] = False,
     allow_code: Annotated[bool, typer.Option(help="Let sub-tasks run Python.")] = False,
+    ground: Annotated[bool, typer.Option(help="Show the planner the workspace passages found for OBJECTIVE, "
+                                              "as a run does.")] = True,
 ) -> None:
     """Show the validated plan for OBJECTIVE without running it: a table and the graph as a tree."""
     from foreman.cli.graph import plan_tree
@@ -97,7 +105,7 @@ def plan(
         check_model()
     show_model(out)
     with reporting(), quiet_prefect(as_json or as_mermaid), status_line(errors_console, show_link=False):
-        outcome = plan_objective(objective, allow_write=allow_write, allow_code=allow_code)
+        outcome = plan_objective(objective, allow_write=allow_write, allow_code=allow_code, grounded=ground)
     valid = outcome.valid
     if as_json:
         sys.stdout.write(valid.plan.model_dump_json(indent=2) + "\n")

@@ -144,6 +144,8 @@ def workflow_run(
     param: Annotated[list[str] | None, PARAM] = None,
     allow_write: Annotated[bool, ALLOW_WRITE] = False,
     allow_code: Annotated[bool, ALLOW_CODE] = False,
+    ground: Annotated[bool, typer.Option(help="Give agent steps the workspace passages for their "
+                                              "instructions (indexing the workspace first).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON on stdout.")] = False,
 ) -> None:
     """Run a workflow file now, with these params."""
@@ -163,7 +165,7 @@ def workflow_run(
             state = run_workflow(path=str(file.resolve()), params=values or None,
                                  workspace=str(workspace) if workspace else None, allow_write=allow_write,
                                  allow_code=allow_code, resume=resume, approve_in=approve_in(approve_here),
-                                 return_state=True)
+                                 ground=ground, return_state=True)
         result = finished_result(state)
         render_result(result, state.state_details.flow_run_id, as_json=as_json, what="step")
     if result.status != RunStatus.COMPLETED:

@@ -55,6 +55,15 @@ def existing(bases: Sequence[str], settings: Settings | None = None) -> list[str
     return [b for b in bases if b in known]
 
 
+def require_bases(bases: Sequence[str], settings: Settings | None = None) -> list[str]:
+    """`bases`, each of which must have been ingested (`UnknownKnowledgeBase` names the first that was not)."""
+    known = {b.name for b in list_bases(settings)}
+    for name in bases:
+        if name not in known:
+            raise UnknownKnowledgeBase(name, known)
+    return list(bases)
+
+
 def find_passages(bases: Sequence[str], query: str, k: int = 5, *, mode: Mode = DEFAULT_MODE,
                   settings: Settings | None = None, embedder: Embedder | None = None,
                   strict: bool = True) -> list[Passage]:

@@ -1,0 +1,132 @@
+"""Grounding by default in `plan_and_run` and `foreman run`: what the model is given, and what the
+person gets back (the answer, its sources, the route taken).
+
+One workspace and one Foreman home for the module, so the demo workspace is indexed once (about
+20 s cold on 2 cores); each test checks that its run found the index up to date.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.settings import PREFECT_API_URL
+from typer.testing import CliRunner
+
+from foreman.agents.models import use_model
+from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, succeed, succeed_model
+from foreman.cli import app
+from foreman.engine.grounding import ANSWER_RULE
+from foreman.flows.planner import plan_and_run
+from foreman.settings import reset_settings
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "workspace"
+RECOMMENDATION = "Recommendation: move the log upload to 03:00"
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "shared_home")
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("grounded") / "home"
+    before = os.environ.get("FOREMAN_HOME")
+    os.environ["FOREMAN_HOME"] = str(home)
+    reset_settings()
+    yield home
+    if before is not None:
+        os.environ["FOREMAN_HOME"] = before
+    reset_settings()
+
+
+@pytest.fixture(scope="module")
+def notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("notebook") / "workspace"
+    shutil.copytree(DEMO, target)
+    return target
+
+
+class Recorder:
+    """A scripted model that keeps every prompt, answering by what the prompt asks for."""
+
+    def __init__(self, plan_tasks: list[dict] | None = None) -> None:
+        self.prompts: list[str] = []
+        self.plan_tasks = plan_tasks or []
+        self.lock = threading.Lock()
+        self.model = ScriptedChatModel(responder=self.respond)
+
+    def respond(self, turn: Turn) -> ScriptedReply:
+        text = "\n".join(str(m.content) for m in turn.messages)
+        with self.lock:
+            self.prompts.append(text)
+        if "a plan for this objective" in text:
+            return succeed_model(rationale="count the rows", tasks=self.plan_tasks)
+        if "Answer the objective" in text:
+            return succeed("Six hosts are in the basement rack (inventory/hosts.csv).")
+        if "Question:" in text:  # the fast path's one call
+            return ScriptedReply(content="Move the log upload to 03:00 and cap transcoding at 2 threads [1].")
+        return succeed("6 rows say basement rack")
+
+    def containing(self, phrase: str) -> list[str]:
+        return [p for p in self.prompts if phrase in p]
+
+
+def test_a_question_the_notes_answer_takes_one_grounded_call_and_cites_its_source(notebook: Path) -> None:
+    model = Recorder()
+    with use_model(model.model):
+        state = plan_and_run("What does the Q3 report recommend?", workspace=str(notebook), return_state=True)
+    result = state.result()
+
+    assert len(model.prompts) == 1, "one model call: no planner, no sub-task agents"
+    assert RECOMMENDATION in model.prompts[0], "the passage that answers it reached the model"
+    assert result.answer.startswith("Move the log upload to 03:00")
+    assert any(s.startswith("report.txt:") for s in result.sources)
+    assert "question" in (result.route or "")
+    assert [t.id for t in result.plan.tasks] == ["answer"] and result.statuses == {"answer": "COMPLETED"}
+    assert result.llm_calls == 1
+
+    run_id = str(state.state_details.flow_run_id)
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}, "limit": 50, "offset": 0}
+    rows = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30).json()
+    answer = next(r for r in rows if r.get("key") == "answer")["data"]
+    assert "Move the log upload to 03:00" in answer and "report.txt:" in answer, answer
+
+
+def test_a_counting_question_is_planned_and_every_model_call_gets_the_passages(notebook: Path) -> None:
+    step = {"id": "count", "title": "Count basement hosts", "instructions": "Count the hosts in the basement rack.",
+            "agent": "generalist"}
+    model = Recorder([step])
+    with use_model(model.model):
+        result = plan_and_run("How many hosts in the inventory are in the basement rack?", workspace=str(notebook))
+
+    assert "computed step" in (result.route or "")
+    planner = model.containing("a plan for this objective")
+    assert planner and "inventory/hosts.csv" in planner[0], "the planner saw what grounding found"
+    sub_task = model.containing("Count the hosts in the basement rack.")
+    assert sub_task and "basement rack" in sub_task[0] and ANSWER_RULE in sub_task[0]
+    writer = model.containing("Answer the objective")
+    assert writer and "inventory/hosts.csv" in writer[0]
+    assert result.answer.startswith("Six hosts") and "inventory/hosts.csv" in " ".join(result.sources)
+
+
+def test_without_grounding_nothing_is_searched_and_the_planner_plans(notebook: Path) -> None:
+    step = {"id": "look", "title": "Look", "instructions": "Read the report.", "agent": "generalist"}
+    model = Recorder([step])
+    with use_model(model.model):
+        result = plan_and_run("What does the Q3 report recommend?", workspace=str(notebook), ground=False)
+    assert model.containing("a plan for this objective"), "no fast path without grounding"
+    assert not model.containing(RECOMMENDATION), "no passages were handed to any call"
+    assert result.sources == [] and result.route is None
+
+
+def test_foreman_run_prints_the_answer_with_its_sources(notebook: Path) -> None:
+    with use_model(Recorder().model):
+        out = CliRunner().invoke(app, ["run", "What does the Q3 report recommend?", "--workspace", str(notebook)],
+                                 terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "answer: Move the log upload to 03:00" in out.output
+    assert "sources: report.txt:" in out.output
