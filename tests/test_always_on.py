@@ -179,6 +179,7 @@ steps:
     return path
 
 
+@pytest.mark.timeout(1800)  # about 15 CLI subprocesses, a server and a worker: > 600 s on a loaded 2-core box
 def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack, tmp_path: Path) -> None:
     stack.cli("work-pool", "create", "foreman", "--type", "process")
     stack.cli("--no-prompt", "deploy", "--all")
