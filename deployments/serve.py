@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prefect import serve
 
+from foreman.flows.chat import chat_turn, forget_user
 from foreman.flows.file_search import file_search
 from foreman.flows.ingest import ingest_knowledge
 from foreman.flows.planner import plan_and_run
@@ -76,6 +77,17 @@ def main() -> None:
             description="Index a folder into a knowledge base; only changed files are embedded again.",
             parameters={"folder": str(REPO_ROOT / "demo" / "workspace")},
             tags=["foreman", "knowledge"],
+        ),
+        chat_turn.to_deployment(
+            name="chat-turn",
+            description="One turn of a conversation for a user, with its history and the user's memories.",
+            parameters={"user": "demo", "message": "Hello! What do you remember about me?"},
+            tags=["foreman", "chat"],
+        ),
+        forget_user.to_deployment(
+            name="forget-user",
+            description="Delete everything remembered about a user (threads, facts, embeddings).",
+            tags=["foreman", "memory"],
         ),
         *workflow_deployments(args.workflows, active=args.schedules_on),
     )

@@ -111,7 +111,7 @@ class GroundedAnswer(BaseModel):
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOP_WORDS and len(w) > 1}
+    return {w for w in re.findall(r"[^\W_]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}  # ram_gb: ram, gb
 
 
 def _stem(word: str) -> str:
@@ -128,7 +128,9 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
 
     A line scores the rarity-weighted question words it contains (a word found in few of these
     lines, like "recommend", counts more than one in many, like "report"), plus a little for
-    question words in its file name or heading; ties go to the better-ranked passage."""
+    question words in its file name or heading; ties go to the better-ranked passage. A CSV
+    row counts its columns' names as its own words ("How much RAM does pve1 have?" -> the
+    pve1 row, under `ram_gb`), and is shown with them."""
     wanted = {_stem(w) for w in _words(question)}
     candidates: list[tuple[int, Passage, int, str, set[str]]] = []
     for rank, passage in enumerate(passages):
@@ -143,9 +145,11 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
     weight = {w: math.log(1 + len(candidates) / frequency[w]) for w in wanted if frequency[w]}
     scored = []
     for rank, passage, offset, line, stems in candidates:
-        in_line = {_stem(w) for w in _words(line)} & wanted
+        table = passage.heading.startswith("columns:")
+        in_line = {_stem(w) for w in _words(f"{line} {passage.heading}" if table else line)} & wanted
         score = sum(weight[w] for w in in_line) + 0.3 * sum(weight[w] for w in stems - in_line)
-        scored.append((-score, rank, offset, f"{_located(passage, offset)}: {_with_continuation(passage, offset)}"))
+        columns = f" ({passage.heading})" if table else ""
+        scored.append((-score, rank, offset, f"{_located(passage, offset)}{columns}: {_with_continuation(passage, offset)}"))
     scored.sort()
     return [text for *_, text in scored[:n]]
 
@@ -156,7 +160,8 @@ def _with_continuation(passage: Passage, offset: int) -> str:
     lines = passage.text.splitlines()
     line = lines[offset].strip()
     following = lines[offset + 1].strip() if offset + 1 < len(lines) else ""
-    log_like = line[:3].isdigit() or line[:3] == following[:3]  # one record per line: never joined
+    log_like = (line[:3].isdigit() or line[:3] == following[:3]  # one record per line: never joined
+                or passage.heading.startswith("columns:"))
     if following and not log_like and not line.endswith((".", "!", "?", "|", ";")) and not following.startswith(("#", "|")):
         return f"{line} {following}"
     return line

@@ -77,6 +77,18 @@ class ControlFlowRunner:
         self._models: dict[str, BaseChatModel] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Travels to a Dask worker process (FOREMAN_TASK_RUNNER=dask) without its lock and model
+        clients; the worker builds its own models from the same settings."""
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        state["_models"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # --- who ----------------------------------------------------------------------
 
     def resting(self, agent: str) -> bool:

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.futures import wait as wait_futures
 from prefect.tasks import exponential_backoff
 
 from foreman.engine.conditions import ConditionError, parse_condition
@@ -208,7 +207,11 @@ class Engine:
                 if report.stopped_by or not self._ready(report, running):
                     break
                 continue
-            done, _ = wait_futures([r.future for r in running.values()], timeout=POLL_S)
+            # a poll, not wait(timeout=): Prefect's timeout uses SIGALRM, which a Dask client in the
+            # process can trip (CancelledError out of wait); both future kinds answer done()
+            done = {r.future for r in running.values() if r.future.wrapped_future.done()}
+            if not done:
+                time.sleep(POLL_S)
             for node_id in [i for i, r in running.items() if r.future in done]:
                 finished = running.pop(node_id)
                 failed_for_good = self._finish(node_id, finished, report)

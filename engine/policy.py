@@ -21,6 +21,7 @@ from foreman.settings import Settings, get_settings
 from foreman.tools.catalog import CATALOG, ToolEnv
 from foreman.tools.knowledge.bases import check_name, workspace_base
 from foreman.tools.knowledge.tool import KnowledgeScope
+from foreman.tools.memory.scope import MemoryScope, check_user
 
 DEFAULT_TOOLS: tuple[str, ...] = ("list_files", "read_file", "search_files", "search_knowledge", "fetch_url",
                                  "notify_user")
@@ -68,6 +69,9 @@ class RunPolicy(BaseModel):
     # The knowledge bases `search_knowledge` and grounding may read; by default the run's
     # own workspace index (`workspace_base(workspace)`), which grounding keeps up to date.
     knowledge_bases: tuple[str, ...] = ()
+    # Whose memory the memory tools read and write (a flow parameter, never a tool argument);
+    # None: no memory at all.
+    user: str | None = None
 
     @classmethod
     def build(
@@ -81,6 +85,7 @@ class RunPolicy(BaseModel):
         approval_tools: Iterable[str] | None = None,
         check_workspace: bool = True,
         knowledge_bases: Iterable[str] | None = None,
+        user: str | None = None,
     ) -> RunPolicy:
         """The policy for a run, from settings and what the person passed.
 
@@ -112,7 +117,7 @@ class RunPolicy(BaseModel):
         bases = (workspace_base(root),) if knowledge_bases is None else tuple(check_name(b) for b in knowledge_bases)
         return cls(workspace=root, allowed_tools=tuple(tools), allow_write=allow_write, allow_code=allow_code,
                    approval_tools=tuple(guarded), flow_tools=tuple(t for t in FLOW_TOOLS if t in tools),
-                   knowledge_bases=tuple(dict.fromkeys(bases)))
+                   knowledge_bases=tuple(dict.fromkeys(bases)), user=None if user is None else check_user(user))
 
     def permits(self, tool: str) -> bool:
         return tool in self.allowed_tools
@@ -163,4 +168,5 @@ def tool_env(policy: RunPolicy, settings: Settings | None = None) -> ToolEnv:
     env = ToolEnv.from_settings(settings, workspace=policy.workspace)
     workspace = env.workspace.model_copy(update={"allow_write": policy.allow_write})
     knowledge = KnowledgeScope(bases=policy.knowledge_bases, home=env.knowledge.home)
-    return env.model_copy(update={"workspace": workspace, "knowledge": knowledge})
+    memory = MemoryScope(user=policy.user, home=env.knowledge.home)
+    return env.model_copy(update={"workspace": workspace, "knowledge": knowledge, "memory": memory})

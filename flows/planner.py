@@ -23,7 +23,6 @@ from langchain_core.tracers.context import register_configure_hook
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import FlowRunContext
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from foreman.agents.models import build_chat_model, describe_model, uses_embedded_model
@@ -54,6 +53,7 @@ from foreman.engine.runs import (
     run_key_for,
 )
 from foreman.engine.store import RunStore, run_store
+from foreman.engine.task_runners import task_runner
 from foreman.engine.validate import PlanScope, ValidPlan, validate_plan
 from foreman.errors import TaskNotCompleted
 from foreman.flows.approval import approver_for
@@ -157,7 +157,7 @@ class PlannerForm(BaseModel):
                                               description="Ingested bases to search besides the workspace's own.")
 
 
-@flow(name="plan-and-run", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True,
+@flow(name="plan-and-run", task_runner=task_runner(), log_prints=True,
       persist_result=True, **FAILURE_HOOKS)
 def plan_and_run(
     objective: str,

@@ -19,7 +19,6 @@ from typing import Any, Literal
 from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NONE as NO_CACHE
 from prefect.context import FlowRunContext
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from foreman.agents.registry import registry
@@ -38,6 +37,7 @@ from foreman.engine.runs import (
     run_key_for,
 )
 from foreman.engine.store import run_store
+from foreman.engine.task_runners import task_runner
 from foreman.engine.workflow import Workflow, WorkflowError, load_workflow
 from foreman.errors import ConfigurationError
 from foreman.flows.approval import approver_for
@@ -81,7 +81,7 @@ class RunWorkflowForm(BaseModel):
                          description="Give each agent step the workspace passages for its instructions.")
 
 
-@flow(name="run-workflow", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True, persist_result=True,
+@flow(name="run-workflow", task_runner=task_runner(), log_prints=True, persist_result=True,
       **FAILURE_HOOKS)
 def run_workflow(path: str, params: dict[str, Any] | None = None, workspace: str | None = None,
                  allow_write: bool = False, allow_code: bool = False, max_llm_calls: int = 100,

@@ -5,12 +5,17 @@
     │   ├── UnknownAgentError         an agent name the registry does not know
     │   ├── UnknownToolError          a tool name the catalogue does not know
     │   ├── ModelConfigError          FOREMAN_MODEL and its keys / URLs
-    │   │   └── UnknownModelError     a model name the local catalogue does not know
+    │   │   ├── UnknownModelError     a model name the local catalogue does not know
+    │   │   └── VisionRequired        an attached image needs a vision model and OCR cannot stand in
     │   ├── OfflineSetupError         the offline data the stack needs is missing
+    │   │   └── MediaSetupError       a media tool's program or model (espeak-ng, pdftoppm, Whisper) is missing
     │   ├── PolicyError               a run asks for more than the person running it allowed
-    │   │   └── FolderNotAllowed      a folder to index lies outside FOREMAN_KNOWLEDGE_ROOTS
+    │   │   ├── FolderNotAllowed      a folder to index lies outside FOREMAN_KNOWLEDGE_ROOTS
+    │   │   └── ThreadRefused         a run for one user named another user's conversation thread
     │   ├── UnknownKnowledgeBase      a knowledge-base name the index does not hold
-    │   └── StateFileError            a Foreman database (runs, audit) is damaged or unreadable
+    │   ├── UnknownThread             a conversation thread id the user does not have
+    │   ├── StateFileError            a Foreman database (runs, audit) is damaged or unreadable
+    │   └── PostgresUnavailable       PostgreSQL is not installed, or a server would not start
     ├── PlanError                     a plan or workflow file cannot run; nothing ran; never retried
     │   ├── PlanInvalid               validation errors, every one listed
     │   ├── WorkflowError             a workflow file's errors, each naming file, step and field
@@ -26,6 +31,7 @@
     │   └── KnowledgeBusy             another ingest of the same knowledge base kept its lock too long
     ├── ToolError                     a tool call went wrong; the agent sees the message
     │   ├── ToolRefused               a guard said no before anything was touched
+    │   │   └── MediaRefused          a file the media tools will not read: format, size, length, damage
     │   └── FetchError                the page could not be fetched
     └── ModelError                    the model layer failed (server, forced output, scripted model)
         ├── LocalModelError           the embedded llama.cpp server
@@ -139,6 +145,35 @@ class StateFileError(ConfigurationError):
         )
 
 
+class UnknownThread(ConfigurationError, KeyError):
+    """A thread id this user has no thread under: an error, never a silent new thread."""
+
+    def __init__(self, thread: str, user: str, known: Any, reason: str = "is not one of your threads") -> None:
+        self.thread = thread
+        self.user = user
+        known = list(known)
+        super().__init__(
+            f"thread {thread!r} {reason} (user {user}; yours: {', '.join(known) or 'none yet'}); "
+            "leave --thread out to start a new thread, or pick one from `foreman memory list`"
+        )
+
+
+class ThreadRefused(PolicyError):
+    """A run for one user named a thread of another user. Says nothing of the other user."""
+
+    def __init__(self, thread: str, user: str) -> None:
+        self.thread = thread
+        self.user = user
+        super().__init__(
+            f"thread {thread!r} belongs to another user; a run for {user} may not read, continue or delete it "
+            "(refused and audited). Leave --thread out to start a new thread"
+        )
+
+
+class PostgresUnavailable(ConfigurationError):
+    """Debian's PostgreSQL binaries are missing, or a PostgreSQL server would not start or answer."""
+
+
 # --- plans -------------------------------------------------------------------------
 
 
@@ -242,6 +277,19 @@ class ToolRefused(ToolError):
 
 class FetchError(ToolError):
     """The page could not be fetched (network, status, size, time)."""
+
+
+class MediaRefused(ToolRefused):
+    """An attached or produced file the media tools refuse: unsupported format, damaged, too
+    large or too long. Raised before anything is read further; the message says what to do."""
+
+
+class VisionRequired(ModelConfigError):
+    """An attached image needs a model that reads images, and OCR found no text to stand in."""
+
+
+class MediaSetupError(OfflineSetupError):
+    """A media program (espeak-ng, pdftoppm) or model (Whisper base) is not installed here."""
 
 
 # --- models ------------------------------------------------------------------------

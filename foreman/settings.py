@@ -92,6 +92,20 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- where plan nodes run (engine/task_runners.py) -------------------------
+    task_runner: Literal["threads", "dask"] = Field(
+        default="threads",
+        description=(
+            "Where a flow runs its plan nodes: 'threads' (a pool in the flow's process) or 'dask' "
+            "(prefect-dask: FOREMAN_DASK_ADDRESS, else a local cluster of worker processes)."
+        ),
+    )
+    task_threads: int = Field(default=8, ge=1, description="Plan nodes at once per process (threads).")
+    dask_address: str | None = Field(
+        default=None, description="A running Dask scheduler (tcp://host:8786); unset: a local cluster per flow run.",
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Worker processes of the local Dask cluster.")
+
     # --- tools and their guards ---------------------------------------------
     workspace: Path = Field(
         default=DEMO_WORKSPACE, description="The only folder file tools may touch."
@@ -153,6 +167,39 @@ class Settings(BaseSettings):
         default=5_000_000, gt=0, description="Files larger than this are skipped by an ingest (and counted)."
     )
 
+    # --- Level 4: multi-modal ----------------------------------------------------
+    local_mmproj_path: Path | None = Field(
+        default=None,
+        description=(
+            "The multimodal projector (mmproj GGUF) that goes with FOREMAN_LOCAL_MODEL_PATH, "
+            "so the embedded server can read images. Unset: the local model is text-only."
+        ),
+    )
+    model_vision: bool | None = Field(
+        default=None,
+        description=(
+            "Whether FOREMAN_MODEL reads images. Unset: openai/ and anthropic/ models do, "
+            "local does with FOREMAN_LOCAL_MMPROJ_PATH, ollama/ and openai-compatible/ do not."
+        ),
+    )
+    media_max_file_mb: int = Field(default=50, gt=0, description="Largest attached file.")
+    media_max_pdf_pages: int = Field(default=200, gt=0, description="Most pages read from one PDF.")
+    media_max_image_pixels: int = Field(
+        default=40_000_000, gt=0, description="Largest image (width x height) read or OCR'd."
+    )
+    media_max_audio_s: float = Field(
+        default=1800.0, gt=0, description="Longest audio file transcribed, in seconds."
+    )
+
+    # --- Level 5: memory ---------------------------------------------------------
+    memory_history_tokens: int = Field(
+        default=1200, ge=200,
+        description="Tokens of a thread's history a chat turn shows the model; older turns are summarized.",
+    )
+    memory_consolidate_every: int = Field(
+        default=4, ge=1, description="Every this many chat turns, durable facts move into long-term memory.",
+    )
+
     @field_validator("approval_tools", "notify_blocks", "knowledge_roots", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -169,6 +216,10 @@ class Settings(BaseSettings):
     @property
     def knowledge_db(self) -> Path:
         return self.home / "knowledge.sqlite3"
+
+    @property
+    def memory_db(self) -> Path:
+        return self.home / "memory.sqlite3"
 
     @property
     def tiktoken_cache(self) -> Path:

@@ -7,6 +7,7 @@ process, and a person approving the paused run through the REST API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from foreman.agents.registry import registry
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.policy import RunPolicy
 from foreman.engine.workflow import load_workflow
+from foreman.pg import TempPostgres
 from foreman.tools.audit import AuditLog
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,6 +129,16 @@ class Stack:
             time.sleep(1)
         raise AssertionError(f"run stayed {self.run_state(run_id)}; worker log:\n{(self.tmp / 'worker.log').read_text()[-4000:]}")
 
+    def run_inputs(self, run_id: str, prefix: str, parts: set[str], timeout_s: float = 30) -> dict[str, object]:
+        """The paused run's form inputs; Prefect saves them just after the PAUSED state, so wait for them."""
+        deadline = time.time() + timeout_s
+        while True:
+            found = {i["key"]: json.loads(i["value"]) for i in self.http.post(
+                f"/flow_runs/{run_id}/input/filter", json={"prefix": prefix, "limit": 10}).json()}
+            if {f"{prefix}-{part}" for part in parts} <= set(found) or time.time() > deadline:
+                return found
+            time.sleep(0.5)
+
     def summary(self, run_id: str) -> dict[str, str]:
         artifacts = self.http.post("/artifacts/filter", json={
             "artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": ["summary"]}}}).json()
@@ -143,16 +155,21 @@ class Stack:
                     os.killpg(process.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = Stack(tmp_path_factory.mktemp("always-on"))
-    stack.start("server", "start", "--host", "127.0.0.1", "--port", stack.api.split(":")[-1].split("/")[0],
-                log="server.log")
-    try:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The server on its default SQLite file, and on a real PostgreSQL server (the README's setting)."""
+    stack = Stack(tmp_path_factory.mktemp(f"always-on-{request.param}"))
+    with contextlib.ExitStack() as cleanup:
+        if request.param == "postgres":
+            postgres = TempPostgres()
+            cleanup.callback(postgres.remove)
+            postgres.start()
+            stack.env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.create_database("prefect")
+        cleanup.callback(stack.stop)
+        stack.start("server", "start", "--host", "127.0.0.1", "--port", stack.api.split(":")[-1].split("/")[0],
+                    log="server.log")
         stack.wait_healthy()
         yield stack
-    finally:
-        stack.stop()
 
 
 def chores(folder: Path) -> Path:
@@ -179,7 +196,7 @@ steps:
     return path
 
 
-@pytest.mark.timeout(1800)  # about 15 CLI subprocesses, a server and a worker: > 600 s on a loaded 2-core box
+@pytest.mark.timeout(1800)  # includes the module's server start (migrations: minutes on 2 busy cores)
 def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack, tmp_path: Path) -> None:
     stack.cli("work-pool", "create", "foreman", "--type", "process")
     stack.cli("--no-prompt", "deploy", "--all")
@@ -221,8 +238,7 @@ def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack,
     stack.wait_state(run_id, {"PAUSED"}, timeout_s=300)
     assert (workflow.parent / "a.done").exists() and not (workflow.parent / "d.done").exists()
 
-    form = {i["key"]: json.loads(i["value"]) for i in stack.http.post(
-        f"/flow_runs/{run_id}/input/filter", json={"prefix": "paused-approve-d-rotate", "limit": 10}).json()}
+    form = stack.run_inputs(run_id, "paused-approve-d-rotate", {"schema", "description"})
     # the form the UI renders, and above it the step's context
     schema = form["paused-approve-d-rotate-schema"]
     assert {"decision", "comment", "decided_by"} <= set(schema["properties"]) and schema["required"] == ["decision"]
@@ -249,3 +265,62 @@ def test_deployed_workflow_runs_on_a_worker_and_waits_for_a_person(stack: Stack,
 
     logs = stack.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}).json()
     assert any("pruned nothing" in entry["message"] for entry in logs)  # script output reaches the run's log
+
+
+# --- several workers ---------------------------------------------------------------------
+
+STEP = """\
+import os, sys
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "steps.log"), "a") as log:
+    log.write(f"{sys.argv[1]} {sys.argv[2]} {os.getpid()}\\n")
+print('{"ok": true}')
+"""
+
+
+def counted_workflow(folder: Path) -> Path:
+    """Four script steps that each append `run step pid` to steps.log: a duplicate shows twice."""
+    folder.mkdir()
+    (folder / "step.py").write_text(STEP)
+    step = '{{id: {0}, script: {{path: step.py, args: ["${{tag}}", {0}]}}{1}}}'
+    path = folder / "workflow.yaml"
+    path.write_text("name: counted\nparams:\n  tag: {type: str, default: x}\nsteps:\n" + "\n".join([
+        "  - " + step.format("a", ""), "  - " + step.format("b", ", depends_on: [a]"),
+        "  - " + step.format("c", ", depends_on: [a]"), "  - " + step.format("d", ", depends_on: [b, c]")]) + "\n")
+    return path
+
+
+@pytest.mark.timeout(1800)  # a fresh server's migrations and four flow-run processes, on a busy 2-core box
+def test_two_workers_share_a_limited_queue_and_never_run_a_step_twice(stack: Stack, tmp_path: Path) -> None:
+    if "run-workflow" not in stack.deployments():  # this test alone: the setup the first one makes
+        stack.run("work-pool", "create", "foreman", "--type", "process")
+        stack.cli("--no-prompt", "deploy", "--all")
+    for process in stack.processes[1:]:  # the earlier test's worker: this test runs exactly two
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+    stack.cli("work-queue", "set-concurrency-limit", "default", "2", "--pool", "foreman")
+    workers = [stack.start("worker", "start", "--pool", "foreman", "--name", f"worker-{i}", log=f"worker-{i}.log")
+               for i in range(2)]
+    workflow = counted_workflow(tmp_path / "counted")
+    deployment = stack.deployments()["run-workflow"]["id"]
+    runs = [stack.http.post(f"/deployments/{deployment}/create_flow_run", json={
+        "parameters": {"path": str(workflow), "params": {"tag": f"r{i}"}}}).json()["id"] for i in range(4)]
+
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        states = [stack.run_state(run) for run in runs]
+        if all(s in FINAL for s in states):
+            break
+        time.sleep(0.5)
+    assert states == ["COMPLETED"] * 4, states
+    # Not asserted: the queue's limit is applied when a worker polls, so two workers polling at the
+    # same moment can each take runs up to it (seen: 3 PENDING with a limit of 2).
+    lines = [line.split() for line in (workflow.parent / "steps.log").read_text().splitlines()]
+    done = sorted((tag, step) for tag, step, _ in lines)
+    assert done == sorted((f"r{i}", s) for i in range(4) for s in "abcd")  # every step of every run, once
+    # Both workers may try the same run; the server lets one move it to PENDING and aborts the other.
+    logs = "".join((stack.tmp / f"worker-{i}.log").read_text() for i in range(2))
+    started = {run: logs.count(f"submitting flow run '{run}'") - logs.count(f"Aborted submission of flow run '{run}'")
+               for run in runs}
+    assert set(started.values()) == {1}, started  # each run started by exactly one worker
+    assert all(w.poll() is None for w in workers)

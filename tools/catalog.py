@@ -24,8 +24,11 @@ from foreman.tools import code, files, http, notify
 from foreman.tools.audit import AuditLog, AuditRecord, Stopwatch, audit_log, current_context
 from foreman.tools.knowledge import tool as knowledge_tool
 from foreman.tools.knowledge.bases import workspace_base
+from foreman.tools.media import tools as media_tools
+from foreman.tools.memory import tools as memory_tools
+from foreman.tools.memory.scope import MemoryScope
 
-Capability = Literal["read_files", "write_files", "network", "run_code", "notify", "read_knowledge"]
+Capability = Literal["read_files", "write_files", "network", "run_code", "notify", "read_knowledge", "memory"]
 ENUM_LIMIT = 200
 
 
@@ -40,6 +43,7 @@ class ToolEnv(BaseModel):
     code: code.CodeLimits
     audit: AuditLog
     knowledge: knowledge_tool.KnowledgeScope = Field(default_factory=knowledge_tool.KnowledgeScope)
+    memory: MemoryScope = Field(default_factory=MemoryScope)  # whose memory: set from RunPolicy.user only
 
     @classmethod
     def from_settings(
@@ -147,6 +151,23 @@ def _search_knowledge(env: ToolEnv) -> Callable[..., Any]:
     return search_knowledge
 
 
+def _make_chart(env: ToolEnv) -> Callable[..., Any]:
+    def make_chart(source: str, name: str) -> dict:
+        """Draw a chart: matplotlib code (plt is imported; no savefig needed) run in the sandbox.
+        Each open figure is saved as charts/<name>.png and shown on the run."""
+        return media_tools.make_chart(env.workspace, env.code, source, name).model_dump()
+
+    return make_chart
+
+
+def _speak_text(env: ToolEnv) -> Callable[..., Any]:
+    def speak_text(text: str, path: str) -> dict:
+        """Speak a text aloud into a .wav file in the workspace (only when the run may write)."""
+        return media_tools.speak_text(env.workspace, text, path)
+
+    return speak_text
+
+
 def _notify_user(env: ToolEnv) -> Callable[..., Any]:
     def notify_user(message: str) -> str:
         """Send the user a message: it appears in the run's logs and as an artifact in the UI."""
@@ -172,10 +193,20 @@ CATALOG: dict[str, ToolSpec] = {
         ToolSpec(name="write_file", summary="write a workspace file", capability="write_files", make=_write_file),
         ToolSpec(name="fetch_url", summary="HTTP GET from allowed hosts", capability="network", make=_fetch_url),
         ToolSpec(name="run_python", summary="run Python in a sandbox", capability="run_code", make=_run_python),
+        ToolSpec(name="make_chart", summary="draw a matplotlib chart in the sandbox (PNG + run artifact)",
+                 capability="run_code", make=_make_chart),
+        ToolSpec(name="speak_text", summary="speak text to a .wav file in the workspace", capability="write_files",
+                 make=_speak_text),
         ToolSpec(name="search_knowledge", summary="search the knowledge bases (passages with path:line)",
                  capability="read_knowledge", make=_search_knowledge),
         ToolSpec(name="notify_user", summary="message the user", capability="notify", make=_notify_user),
         ToolSpec(name="update_user", summary="status update to the user", capability="notify", make=_update_user),
+        ToolSpec(name="remember", summary="keep a fact about the run's user", capability="memory",
+                 make=memory_tools.make_remember),
+        ToolSpec(name="recall", summary="search the run's user's memories", capability="memory",
+                 make=memory_tools.make_recall),
+        ToolSpec(name="forget", summary="delete one of the run's user's memories", capability="memory",
+                 make=memory_tools.make_forget),
     ]
 }
 

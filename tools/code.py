@@ -126,11 +126,20 @@ os._exit(code)
 """
 
 
-def _command(kind: str, workdir: Path, python: Path, limits: CodeLimits) -> list[str]:
-    """The full command line: sandbox, supervisor where needed, then the interpreter."""
+def _command(kind: str, workdir: Path, python: Path, limits: CodeLimits,
+             ro_binds: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """The full command line: sandbox, supervisor where needed, then the interpreter.
+
+    `ro_binds` (host path, sandbox path) are extra read-only mounts under bwrap, made before
+    the root is remounted read-only (the chart tool shows matplotlib this way); the other
+    kinds see the host filesystem anyway and ignore them.
+    """
     snippet = [str(python), *PYTHON_FLAGS, "-"]
     if kind == "bwrap":
-        return _bwrap_prefix(workdir, python, limits) + snippet  # bwrap's init is the parent
+        prefix = _bwrap_prefix(workdir, python, limits)
+        at = next(i for i in range(len(prefix) - 1) if prefix[i:i + 2] == ["--remount-ro", "/"])
+        binds = [arg for src, dst in ro_binds for arg in ("--ro-bind", src, dst)]
+        return prefix[:at] + binds + prefix[at:] + snippet  # bwrap's init is the parent
     supervised = [str(python), *PYTHON_FLAGS, "-c", SUPERVISOR, *snippet]
     if kind == "unshare":
         return _unshare_prefix(_unshare_pid_ns()) + supervised
@@ -185,11 +194,13 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def run_python(code: str, limits: CodeLimits, *, sandbox: Sandbox = "auto") -> CodeResult:
+def run_python(code: str, limits: CodeLimits, *, sandbox: Sandbox = "auto",
+               ro_binds: tuple[tuple[str, str], ...] = ()) -> CodeResult:
     """Run `code` with `python -I -S` in the best sandbox available, within `limits`.
 
     `sandbox` forces one kind ('bwrap', 'unshare', 'none'); 'auto' picks the strongest that
     works here. The code is given on stdin, so the working folder starts empty.
+    `ro_binds`: extra read-only mounts under bwrap (see `_command`).
     """
     kind = choose_sandbox(sandbox)
     if kind == "none":
@@ -197,7 +208,7 @@ def run_python(code: str, limits: CodeLimits, *, sandbox: Sandbox = "auto") -> C
     python = sandbox_python()
     with tempfile.TemporaryDirectory(prefix="foreman-code-") as tmp:
         workdir = Path(tmp).resolve()
-        cmd = _command(kind, workdir, python, limits)
+        cmd = _command(kind, workdir, python, limits, ro_binds)
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,

@@ -9,7 +9,9 @@ ControlFlow 0.12.1 is archived; Foreman runs it on Prefect 3.8 and needs, in one
 - `taskrun`: how one ControlFlow task runs as a Foreman step (private history, budgets,
   honest failure);
 - `handlers`: the audit of out-of-scope tool calls, the run log, usage counting;
-- `names`: ControlFlow's internal names (completion tools, its out-of-calls reason).
+- `names`: ControlFlow's internal names (completion tools, its out-of-calls reason);
+- `images`: an attached image counted as an image when ControlFlow trims a thread, not as
+  its base64 (which would drop it).
 
 `apply()` checks the installed versions first and refuses others with a clear message,
 because every patch here depends on ControlFlow's and Prefect's internals.
@@ -52,6 +54,9 @@ def apply() -> None:
         from foreman.settings import get_settings
 
         apply_patches()
+        from foreman.cf_adapter.images import apply_image_token_count
+
+        apply_image_token_count()
         stock = get_settings().cf_task_runs
         apply_speedups(nested_task_runs=stock, artifacts=stock, flow_heartbeat_join=stock)
         _applied = True

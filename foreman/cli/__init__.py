@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import typer
 
-from foreman.cli import people, runs, setup
+from foreman.cli import chat, people, runs, setup
 from foreman.cli._output import set_debug
 from foreman.cli.knowledge import knowledge_app
+from foreman.cli.memory import memory_app
 from foreman.cli.setup import model_app, notifications_app
 from foreman.cli.workflows import workflow_app
 
@@ -35,5 +36,7 @@ app.add_typer(model_app, name="model")
 app.add_typer(workflow_app, name="workflow")
 app.add_typer(notifications_app, name="notifications")
 app.add_typer(knowledge_app, name="knowledge")
+app.command()(chat.chat)
+app.add_typer(memory_app, name="memory")
 
 __all__ = ["app"]

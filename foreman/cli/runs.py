@@ -55,6 +55,9 @@ def run(
                                               "passages in one call, give them to every step.")] = True,
     kb: Annotated[list[str] | None, typer.Option(help="Also search this ingested knowledge base (repeatable; "
                                                       "`foreman knowledge list`).")] = None,
+    file: Annotated[list[str] | None, typer.Option(
+        "--file", help="Attach a file: a workspace path or a URL on the allowed hosts (PDF, image, audio, "
+                       "text; repeatable). Read before the run: PDF text with page numbers, OCR, transcripts.")] = None,
     as_json: Annotated[bool, JSON] = False,
 ) -> None:
     """Answer OBJECTIVE from the workspace's notes, or plan it into sub-tasks and run them on Prefect."""
@@ -68,6 +71,12 @@ def run(
         check_planner_run(workspace=workspace, allow_write=allow_write, allow_code=allow_code, resume=resume,
                           budgets={"max_llm_calls": max_llm_calls, "max_concurrency": max_concurrency},
                           knowledge_bases=kb)
+        if file:  # a bad file, or an image that needs eyes the model lacks, is refused here
+            from foreman.engine.attachments import objective_with_attachments, prepare_attachments
+
+            # vision=False: the planner takes the files as text for now (images via OCR)
+            attached = prepare_attachments(file, workspace=workspace, vision=False)
+            objective = objective_with_attachments(objective, attached)
     show_model(out)
     short_tracebacks()
     with reporting(), quiet_prefect(as_json):

@@ -1,0 +1,121 @@
+"""`foreman chat`: a terminal conversation, each turn one `chat-turn` flow run.
+
+Readline gives line editing and a history (kept in FOREMAN_HOME/chat_history); Ctrl-D ends
+the chat, which moves the thread's durable facts into long-term memory. The user, the
+thread and the agent are checked before the first flow run, so a misspelt thread or
+another user's thread is refused (exit 2) before anything runs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from foreman.cli._output import console, errors_console, preflight, reporting, short_tracebacks
+
+HISTORY_LINES = 1000
+
+
+def default_user() -> str:
+    """FOREMAN_USER, else the login name: who a chat or a memory command is for unless --user says."""
+    return os.environ.get("FOREMAN_USER") or getpass.getuser()
+
+
+UserOption = Annotated[str | None, typer.Option("--user", "-u",
+                                                help="Whose conversation and memory (default: FOREMAN_USER or your "
+                                                     "login name).")]
+
+
+def _readline(home: Path) -> None:
+    try:
+        import readline
+    except ImportError:  # no readline on this platform: plain input still works
+        return
+    import atexit
+
+    path = home / "chat_history"
+    try:
+        readline.read_history_file(path)
+    except (FileNotFoundError, OSError):
+        pass
+    readline.set_history_length(HISTORY_LINES)
+
+    def save() -> None:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+        except OSError:
+            pass
+
+    atexit.register(save)
+
+
+def chat(
+    user: UserOption = None,
+    thread: Annotated[str | None, typer.Option("--thread", "-t",
+                                               help="Continue this thread (default: start a new one).")] = None,
+    agent: Annotated[str, typer.Option("--agent", "-a", help="The agent you talk to (`foreman agents`).")]
+    = "generalist",
+    workspace: Annotated[Path | None, typer.Option(help="The folder the agent's file tools and the planner "
+                                                        "see (default: FOREMAN_WORKSPACE).")] = None,
+) -> None:
+    """Talk to an agent. Each turn is a `chat-turn` flow run; `/plan ...` hands a bigger job to the planner;
+    Ctrl-D ends (and moves durable facts into long-term memory)."""
+    from foreman.agents.registry import registry
+    from foreman.settings import get_settings
+    from foreman.tools.memory.scope import check_user
+
+    settings = get_settings()
+    with preflight():
+        name = check_user(user or default_user())
+        registry.get(agent)
+        if thread is not None:
+            from foreman.flows.chat import open_thread
+            from foreman.tools.audit import audit_log
+            from foreman.tools.memory.service import memory_store
+
+            open_thread(memory_store(settings), audit_log(settings.audit_db), name, thread)
+    from foreman.flows.chat import chat_turn
+
+    short_tracebacks()
+    _readline(settings.home)
+    console.print(f"[dim]chatting as {name} with {agent}"
+                  f"{f' in thread {thread}' if thread else ''}; Ctrl-D ends[/dim]", highlight=False, soft_wrap=True)
+    while True:
+        try:
+            message = input(f"{name}> ")
+        except EOFError:
+            console.print()
+            break
+        except KeyboardInterrupt:
+            console.print()
+            continue
+        if not message.strip():
+            continue
+        with reporting():
+            state = chat_turn(user=name, message=message, thread=thread, agent=agent,
+                              workspace=str(workspace) if workspace else None, return_state=True)
+        if state.is_failed():
+            try:
+                state.result()
+            except Exception as exc:  # noqa: BLE001  (one line; the conversation goes on)
+                errors_console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+            continue
+        result = state.result()
+        if thread is None:
+            console.print(f"[dim](thread {result.thread}: continue later with "
+                          f"`foreman chat --user {name} --thread {result.thread}`)[/dim]", highlight=False, soft_wrap=True)
+        thread = result.thread
+        console.print(f"{agent}: {result.reply}", highlight=False, markup=False, soft_wrap=True)
+    if thread is None:
+        return
+    with reporting():
+        from foreman.tools.memory.consolidate import consolidate
+
+        done = consolidate(name, thread, settings=settings)
+    console.print(f"[dim]thread {thread} kept; {len(done.added)} new fact(s) moved to long-term memory[/dim]",
+                  highlight=False, soft_wrap=True)
