@@ -62,7 +62,7 @@ def _waiting(client: Any, flow_run: Any) -> WaitingApproval | None:
         request = ""
     try:
         asks = "value" in json.loads(client.read_flow_run_input(flow_run.id, keyset["schema"]))["properties"]
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001  (a pause without a schema input: no value field to offer)
         asks = False
     flow = client.read_flow(flow_run.flow_id).name
     return WaitingApproval(run_id=str(flow_run.id), run_name=flow_run.name, flow=flow, step=step,

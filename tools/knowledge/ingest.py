@@ -122,7 +122,7 @@ def _notify(progress: IngestProgress, extra: ProgressFn | None) -> None:
     for fn in [*list(_listeners), *([extra] if extra else [])]:
         try:
             fn(progress)
-        except Exception:
+        except Exception:  # (a broken progress display must never stop an ingest)
             log.exception("progress listener failed")
 
 
