@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -185,7 +186,7 @@ def run_plan_and_run(questions: list[dict], workspace: Path, ungrounded_limit: i
 
     return {"correct_rate_grounded": share(grounded, 0), "correct_rate_grounded_shown": share(grounded, 1),
             "seconds_per_question": round(statistics.mean(r[2] for r in grounded), 1),
-            "seconds_per_question_p95": round(sorted(r[2] for r in grounded)[int(0.95 * (len(grounded) - 1))], 1),
+            "seconds_per_question_p95": round(sorted(r[2] for r in grounded)[math.ceil(0.95 * len(grounded)) - 1], 1),
             "correct_rate_ungrounded": share(plain, 0) if plain else None,  # not measured: None, not 0
             "seconds_per_question_ungrounded": round(statistics.mean(r[2] for r in plain), 1) if plain else 0.0,
             "correct_rate_grounded_same_questions": share(same, 0), "ungrounded_questions": len(plain),
