@@ -16,6 +16,7 @@ from the HTTP app that uses it:
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -25,6 +26,19 @@ from foreman.agents.forcing import tool_name
 TAIL_BEFORE_LAST_USER = True
 # Whether the moved task text is cut to objective/instructions/context/result type.
 LEAN_TASK_TAIL = True
+# An experiment switch for bench/local_model.py --drop-section: ControlFlow system-prompt sections
+# ("Agent", "Flow", "Instructions", "LLM Instructions", "Memories", "Active Tasks", "Tools") left
+# out of what the small model reads. Read per request, in the server process.
+DROP_SECTIONS_ENV = "FOREMAN_LOCAL_PROMPT_DROP"
+
+
+def dropped_sections() -> set[str]:
+    return {name.strip().lower() for name in os.environ.get(DROP_SECTIONS_ENV, "").split(",") if name.strip()}
+
+
+def _heading(section: str) -> str:
+    first = section.lstrip().split("\n", 1)[0]
+    return first.lstrip("#").strip().lower() if first.startswith("#") else ""
 
 
 def content_text(content: Any) -> str:
@@ -109,7 +123,12 @@ def split_volatile(system: str) -> tuple[str, str]:
     blocks = [m.group(0) for m in _TASK_BLOCK.finditer(system)]
     rest = _TASK_BLOCK.sub("(details at the end)", system)
     stable, volatile = [], []
+    drop, top = dropped_sections(), ""
     for section in _HEADING.split(rest):
+        if section.startswith("# "):
+            top = _heading(section)  # its "## ..." subsections go with it
+        if drop and top in drop:
+            continue
         (volatile if any(i in section for i in ids) else stable).append(section)
     lean = [_lean_block(b, show_id=len(blocks) > 1) for b in blocks] if LEAN_TASK_TAIL else []
     if lean and all(lean):

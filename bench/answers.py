@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, default=REPO / "bench" / "questions" / "homelab.yaml")
     parser.add_argument("--workspace", type=Path, default=REPO / "demo" / "workspace")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (0: all)")
-    parser.add_argument("--style", choices=["passages", "lines", "both"], default="both")
+    parser.add_argument("--style", choices=["passages", "lines", "lines-then-passages", "both", "all"],
+                        default="all", help="both: passages and lines; all: the three")
     parser.add_argument("--plan-and-run", action="store_true", help="also run plan_and_run per question (slow)")
     parser.add_argument("--ungrounded", type=int, default=5,
                         help="with --plan-and-run: how many questions also run with ground=False (the planner path)")
@@ -93,7 +94,8 @@ def main() -> None:
         flow.update(model=describe_model(settings).split(". Switch")[0], load_1m=round(os.getloadavg()[0], 2))
         sys.stdout.write(json.dumps(flow) + "\n")
         return
-    styles = ["passages", "lines"] if args.style == "both" else [args.style]
+    styles = {"both": ["passages", "lines"], "all": ["passages", "lines", "lines-then-passages"]}.get(
+        args.style, [args.style])
     rows: list[dict] = []
     for q in questions:
         kind = q.get("kind", "lookup")
@@ -106,7 +108,8 @@ def main() -> None:
         for style in styles:
             grounded = answer_from_passages(q["question"], grounding, model, style=style)
             row[style] = {"ok": correct(grounded.answer, q["facts"]), "shown_ok": correct(grounded.text, q["facts"]),
-                          "seconds": row["ground_s"] + grounded.seconds, "answer": grounded.answer[:200]}
+                          "seconds": row["ground_s"] + grounded.seconds, "answer": grounded.answer[:200],
+                          "calls": grounded.calls, "tokens": grounded.tokens}
         plain = answer_ungrounded(q["question"], model)
         row["ungrounded"] = {"ok": correct(plain.answer, q["facts"]), "seconds": plain.seconds,
                              "answer": plain.answer[:200]}
@@ -114,7 +117,9 @@ def main() -> None:
         marks = " ".join(f"{s}={'Y' if row[s]['ok'] else 'n'}/{'Y' if row[s]['shown_ok'] else 'n'}"
                          f" {row[s]['seconds']:.1f}s" for s in styles)
         print(f"[{kind}, route {decided.kind}] {q['question']}\n    {marks} ungrounded={'Y' if row['ungrounded']['ok'] else 'n'}"
-              f" {plain.seconds:.1f}s\n    {styles[0]}: {row[styles[0]]['answer'][:150]}", flush=True)
+              f" {plain.seconds:.1f}s", flush=True)
+        for style in styles:
+            print(f"    {style}: {row[style]['answer'][:150]}", flush=True)
 
     lookups = [r for r in rows if r["kind"] == "lookup"]
     computed = [r for r in rows if r["kind"] == "computed"]
@@ -123,7 +128,9 @@ def main() -> None:
         return round(sum(r[key][field] for r in items) / len(items), 3) if items else 0.0
 
     by_style = {s: {"correct_rate": rate(lookups, s), "correct_rate_shown": rate(lookups, s, "shown_ok"),
-                    "seconds_per_question": round(statistics.mean(r[s]["seconds"] for r in lookups), 2)}
+                    "seconds_per_question": round(statistics.mean(r[s]["seconds"] for r in lookups), 2),
+                    "tokens_per_question": round(statistics.mean(r[s]["tokens"] for r in lookups)),
+                    "calls_per_question": round(statistics.mean(r[s]["calls"] for r in lookups), 2)}
                 for s in styles}
     best = max(styles, key=lambda s: (by_style[s]["correct_rate"], by_style[s]["correct_rate_shown"]))
     summary = {

@@ -16,6 +16,7 @@ one JSON line (the last line) with:
     python bench/local_model.py --tool-mode native    # llama.cpp's own tool calls, not forced ones
     python bench/local_model.py --kinds boolean       # only the yes/no tasks
     python bench/local_model.py --models all          # every installed catalogue model, forced and native
+    python bench/local_model.py --drop-sweep          # what each ControlFlow prompt section costs and gives
 
 The first 24 tasks are the original set; the 6 added for issue #11 have answers a model
 that always says True, or always picks the first option, gets wrong ("Is fire cold?" was
@@ -278,6 +279,9 @@ def run(quick: bool, max_llm_calls: int, kinds: list[str] | None = None) -> dict
         "prompt_cache_hit": round(
             stats["cached_tokens"] / max(stats["cached_tokens"] + stats["prompt_tokens"], 1), 3
         ),
+        "prompt_tokens_per_task": round((stats["prompt_tokens"] + stats["cached_tokens"]) / max(len(rows), 1)),
+        "computed_prompt_tokens_per_task": round(stats["prompt_tokens"] / max(len(rows), 1)),
+        "dropped_sections": os.environ.get("FOREMAN_LOCAL_PROMPT_DROP", ""),
         "cold_start_s": round(cold_start_s, 2),
         "seconds_per_task": round(statistics.mean(r["seconds"] for r in rows), 2),
         "seconds_per_one_turn_task": round(statistics.mean(one_turn), 2) if one_turn else None,
@@ -318,9 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tool-mode", choices=["forced", "native", "native-required"])
     parser.add_argument("--kinds", help="only these task kinds, comma-separated (e.g. boolean,choice)")
     parser.add_argument("--models", help="'all' (every installed catalogue model) or names, comma-separated")
+    parser.add_argument("--drop-section", help="ControlFlow prompt sections the model does not see, comma-separated "
+                                               "(e.g. 'Active Tasks,Tools'): agents/local_prompts.py")
+    parser.add_argument("--drop-sweep", action="store_true",
+                        help="one run with the whole prompt, then one per section left out; a table, then JSON")
     args = parser.parse_args(argv)
+    if args.drop_sweep:
+        return sweep_sections(args)
     if args.models:
         return compare(args)
+    if args.drop_section:
+        os.environ["FOREMAN_LOCAL_PROMPT_DROP"] = args.drop_section
     if args.model:
         key = "FOREMAN_LOCAL_MODEL_PATH" if args.model.endswith(".gguf") else "FOREMAN_LOCAL_MODEL"
         os.environ[key] = args.model
@@ -370,6 +382,35 @@ def compare(args: argparse.Namespace) -> int:
     print("model mode " + " ".join(columns))
     for r in runs:
         print(r["name"], r["mode"], *(r.get(c) for c in columns))
+    print(json.dumps(runs))
+    return 0
+
+
+SECTIONS = ("Agent", "Flow", "Instructions", "LLM Instructions", "Active Tasks", "Tools")
+
+
+def sweep_sections(args: argparse.Namespace) -> int:
+    """The selected model with the whole prompt, then with each ControlFlow section left out (and all
+    of them at the end), each in its own process: what each section costs in tokens and gives in answers."""
+    import subprocess
+
+    variants = ["", *SECTIONS, ",".join(SECTIONS)]
+    runs = []
+    for drop in variants:
+        command = [sys.executable, __file__, "--max-llm-calls", str(args.max_llm_calls)] + (
+            ["--quick"] if args.quick else []) + (["--model", args.model] if args.model else []) + (
+            ["--tool-mode", args.tool_mode] if args.tool_mode else []) + (["--drop-section", drop] if drop else [])
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        lines = done.stdout.strip().splitlines()
+        summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else \
+            {"error": (done.stderr or done.stdout)[-400:]}
+        print(f"## without {drop or 'nothing'}, load {os.getloadavg()[0]:.1f}\n" + "\n".join(lines[:-1]), flush=True)
+        runs.append({"dropped": drop or "nothing", **summary})
+    columns = ("correct_rate", "correct_rate_with_tools", "correct_rate_without_tools", "prompt_tokens_per_task",
+               "computed_prompt_tokens_per_task", "seconds_per_task", "load")
+    print("dropped " + " ".join(columns))
+    for r in runs:
+        print(repr(r["dropped"]), *(r.get(c) for c in columns))
     print(json.dumps(runs))
     return 0
 

@@ -35,7 +35,7 @@ from foreman.tools.knowledge.store import STOP_WORDS
 PASSAGES_IN_PROMPT = 4
 LINES_IN_PROMPT = 3
 ANSWER_MAX_TOKENS = 120  # one or two sentences; a small model that loops is cut early
-Style = Literal["passages", "lines"]
+Style = Literal["passages", "lines", "lines-then-passages"]
 PASSAGE_CHARS = 700
 NOT_FOUND = "The notes do not say."
 
@@ -75,7 +75,11 @@ def route(objective: str, grounding: Grounding) -> Route:
     text = " ".join(objective.split())
     if not grounding.passages:
         return Route(kind="plan", reason="no passages found: the steps must look for themselves")
-    if computed := _COMPUTED.search(text):
+    computed = _COMPUTED.search(text)
+    only_how_many = computed is not None and computed.group(0).lower() == "how many" \
+        and len(_COMPUTED.findall(text)) == 1
+    stated = stated_count(text, grounding.passages) if only_how_many else None
+    if computed and not stated:
         return Route(kind="plan", reason=f"needs a computed step ({computed.group(0)!r})")
     action = _ACTION.search(text)
     request = _REQUEST.match(text)
@@ -84,10 +88,51 @@ def route(objective: str, grounding: Grounding) -> Route:
     if text.endswith("?") or _QUESTION_START.match(text):
         if text.count("?") > 1 or re.search(r"\?\s*\S", text):
             return Route(kind="plan", reason="several questions: several steps")
+        if stated:
+            return Route(kind="answer",
+                         reason=f"a question the passages may answer in one step: the count is stated ({stated})")
         return Route(kind="answer", reason="a question the passages may answer in one step")
     if action:
         return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
     return Route(kind="plan", reason="not a question")
+
+
+_COUNT_ENDS = re.compile(r"^(are|is|was|were|do|does|did|may|can|could|will|would|should|have|has|had|run|runs|"
+                         r"in|on|of|at|for|per|from|with|there|does|kept|left)$", re.IGNORECASE)
+_NUMBER = re.compile(r"^\d[\d.,]*$")
+
+
+def _singular(word: str) -> str:
+    return _stem(word[:-1] if word.endswith("s") and len(word) > 3 else word)
+
+
+def stated_count(question: str, passages: list[Passage]) -> str | None:
+    """Where a passage states the count a "how many" question asks for, as `path:line`, or None.
+
+    "How many reallocated sectors does disk sdc have?" is a lookup when a line says "sdc ... 8
+    reallocated sectors"; "How many hosts are in the basement rack?" needs counting rows. A line
+    states the count when a number stands at most two words before the counted noun, and the line
+    also names something else the question asks about (sdc), so "A 32 GB VM takes 20 minutes"
+    does not answer "How many VMs run on pve2?"."""
+    after = re.split(r"\bhow many\b", question, maxsplit=1, flags=re.IGNORECASE)[-1]
+    counted: list[str] = []
+    for word in re.findall(r"[^\W_]+", after.lower()):
+        if _COUNT_ENDS.match(word) or len(counted) == 3:
+            break
+        if word not in STOP_WORDS:
+            counted.append(_singular(word))
+    others = {_singular(w) for w in _words(question)} - set(counted) - {"how", "many"}
+    for passage in passages:
+        context = {_singular(w) for w in _words(f"{passage.path} {passage.heading}")}
+        for offset, line in enumerate(passage.text.splitlines()):
+            words = re.findall(r"[^\s,;:()]+", line.lower())
+            near = {_singular(follower.strip(".")) for i, word in enumerate(words) if _NUMBER.match(word)
+                    for follower in words[i + 1:i + 4]}
+            if not near & set(counted):
+                continue
+            if not others or others & ({_singular(w) for w in _words(line)} | context):
+                return _located(passage, offset)
+    return None
 
 
 class GroundedAnswer(BaseModel):
@@ -101,6 +146,7 @@ class GroundedAnswer(BaseModel):
     grounded: bool = True
     seconds: float = 0.0
     tokens: int = 0
+    calls: int = 1
 
     @property
     def text(self) -> str:
@@ -168,9 +214,21 @@ def _with_continuation(passage: Passage, offset: int) -> str:
 
 
 def style_for(settings: Settings) -> Style:
-    """`lines` for the embedded model, `passages` for any other: measured with bench/answers.py on the
-    bundled SmolLM2-135M, the best lines alone were answered right more often than whole passages."""
-    return "lines" if uses_embedded_model(settings) else "passages"
+    """`lines-then-passages` for the embedded model, `passages` for any other.
+
+    Measured with bench/answers.py: on the bundled SmolLM2-135M the best lines alone were answered
+    right more often than whole passages; on Qwen2.5-Coder 1.5B the lines are cheap (a quarter of
+    the prompt) and usually enough, but the model refuses ("The notes do not say.") on a third of
+    its misses when the answer sits in a line's neighbour or a YAML block: then one more call with
+    the whole passages."""
+    return "lines-then-passages" if uses_embedded_model(settings) else "passages"
+
+
+def refused(answer: str) -> bool:
+    """The model said the notes do not hold the answer (in the rule's words or close to them)."""
+    flat = answer.lower()
+    return NOT_FOUND.lower().rstrip(".") in flat or bool(re.search(
+        r"\b(notes|passages|text) (do|does) not (say|contain|mention|state)|\bno information\b", flat))
 
 
 def prompt(question: str, passages: list[Passage], style: Style = "passages") -> list:
@@ -202,14 +260,23 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     """One model call that answers `question` from the grounding's passages."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
-    reply = model.invoke(prompt(question, passages, style), max_tokens=max_tokens)
-    text = reply.content if isinstance(reply.content, str) else str(reply.content)
-    answer = " ".join(text.split()) or NOT_FOUND
+    first: Style = "lines" if style == "lines-then-passages" else style
+    answer, tokens = _ask(model, prompt(question, passages, first), max_tokens)
+    calls = 1
+    if style == "lines-then-passages" and refused(answer) and passages:
+        answer, more = _ask(model, prompt(question, passages, "passages"), max_tokens)
+        tokens, calls = tokens + more, 2
     support = evidence(question, passages)
-    usage = getattr(reply, "usage_metadata", None) or {}
     return GroundedAnswer(question=question, answer=answer, sources=_cited(answer, passages, support),
-                          evidence=support, passages=passages, grounded=bool(passages),
-                          seconds=time.monotonic() - started, tokens=int(usage.get("total_tokens", 0)))
+                          evidence=support, passages=passages, grounded=bool(passages), calls=calls,
+                          seconds=time.monotonic() - started, tokens=tokens)
+
+
+def _ask(model: BaseChatModel, messages: list, max_tokens: int) -> tuple[str, int]:
+    reply = model.invoke(messages, max_tokens=max_tokens)
+    text = reply.content if isinstance(reply.content, str) else str(reply.content)
+    usage = getattr(reply, "usage_metadata", None) or {}
+    return " ".join(text.split()) or NOT_FOUND, int(usage.get("total_tokens", 0))
 
 
 def fast_path_plan(objective: str, decided: Route) -> Plan:
@@ -232,11 +299,14 @@ def answer_ungrounded(question: str, model: BaseChatModel) -> GroundedAnswer:
 
 def fast_path_report(objective: str, run_key: str, decided: Route, answered: GroundedAnswer,
                      started: float) -> RunReport:
-    """The run report of a fast-path run: one completed "answer" step that made one model call."""
+    """The run report of a fast-path run: one completed "answer" step (one model call, two when
+    the lines were refused and the passages asked)."""
     plan = fast_path_plan(objective, decided)
     step = plan.tasks[0]
     outcome = NodeOutcome(id=step.id, title=step.title, status=NodeStatus.COMPLETED, agent=step.agent,
-                          result=answered.text, attempts=1, llm_calls=1, tokens=answered.tokens, started=started, finished=time.time())
+                          result=answered.text, attempts=1, llm_calls=answered.calls, tokens=answered.tokens,
+                          started=started, finished=time.time())
     return RunReport(run_key=run_key, objective=objective, status=RunStatus.COMPLETED, plan=plan,
                      outcomes={step.id: outcome}, started=started, finished=time.time(),
-                     usage=Usage(llm_calls=1, tokens=answered.tokens), answer=answered.text, sources={step.id: answered.sources})
+                     usage=Usage(llm_calls=answered.calls, tokens=answered.tokens), answer=answered.text,
+                     sources={step.id: answered.sources})

@@ -128,3 +128,46 @@ def test_route_sends_questions_to_the_fast_path_and_the_rest_to_the_planner(obje
     decided = route(objective, grounding)
     assert decided.kind == kind, decided.reason
     assert route(objective, Grounding(query=objective)).kind == "plan"  # nothing found: the steps look themselves
+
+
+@pytest.mark.parametrize(("question", "line", "kind"), [  # the lines sit in a file named like the real one
+    ("How many reallocated sectors does disk sdc have?",
+     "- Disk `sdc` (serial WD-CA1XYZ77) shows 8 reallocated sectors since the Nov 15 SMART", "answer"),
+    ("How many daily, weekly and monthly restic snapshots are kept?",
+     "keep 7 daily, 4 weekly and 12 monthly snapshots.", "answer"),
+    ("How many Zigbee devices does Home Assistant manage?",
+     "- Zigbee: Sonoff Zigbee 3.0 USB dongle passed through to the VM; 23 devices (12 lights,", "answer"),
+    # a number near the noun, but about something else: counting is still needed
+    ("How many VMs run on pve2?", "A 32 GB VM takes about 20 minutes over the 1 Gbit link.", "plan"),
+    ("How many hosts in the inventory are in the basement rack?",
+     "pve1,Proxmox node (main VMs),192.168.10.11,Proxmox VE 8.2,AMD Ryzen 7 5700G,64,2 TB NVMe,basement rack", "plan"),
+    # "more than" needs comparing, whatever a line states
+    ("How many hosts have more than 16 GB of RAM?", "3 hosts have 16 GB of RAM or more.", "plan"),
+])
+def test_a_count_the_notes_state_is_looked_up_and_one_that_needs_counting_is_planned(
+        question: str, line: str, kind: str) -> None:
+    grounding = Grounding(query=question, passages=[passage("notes/home-assistant.md", f"intro\n{line}")])
+    decided = route(question, grounding)
+    assert decided.kind == kind, decided.reason
+    if kind == "answer":
+        assert "notes/home-assistant.md:2" in decided.reason  # says which line states it
+
+
+def test_when_the_best_lines_are_refused_the_whole_passages_are_asked_once_more() -> None:
+    question = "What is the DHCP range of the guest VLAN?"
+    block = "vlans:\n  guest:\n    id: 30\n    dhcp:\n      start: 192.168.30.10\n      end: 192.168.30.200"
+    grounding = Grounding(query=question, passages=[passage("network/vlans.yaml", block)])
+
+    def respond(turn: Turn) -> ScriptedReply:  # a small model that needs the YAML's shape to answer
+        text = prompt_text(turn)
+        whole = "start: 192.168.30.10\n      end:" in text
+        return ScriptedReply(content="From 192.168.30.10 to 192.168.30.200." if whole else "The notes do not say.")
+
+    model = ScriptedChatModel(responder=respond)
+    answered = answer_from_passages(question, grounding, model, style="lines-then-passages")
+    assert answered.answer == "From 192.168.30.10 to 192.168.30.200." and answered.calls == 2
+    assert len(model.turns) == 2
+
+    sure = ScriptedChatModel(responder=lambda turn: ScriptedReply(content="192.168.30.10-192.168.30.200 [1]."))
+    assert answer_from_passages(question, grounding, sure, style="lines-then-passages").calls == 1
+    assert len(sure.turns) == 1  # an answer in the first call costs no second one

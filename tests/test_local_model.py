@@ -235,6 +235,14 @@ def test_controlflow_task_text_moves_after_the_shared_prefix() -> None:
     assert split_volatile("You are helpful.") == ("You are helpful.", "")
 
 
+def test_a_dropped_section_leaves_the_prompt_with_its_subsections_and_the_task_stays(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREMAN_LOCAL_PROMPT_DROP", "active tasks, Tools")
+    stable, tail = split_volatile(CF_SYSTEM)
+    assert "Only agents assigned" not in stable and f"## Tool: {SUCCESS_NAME}" not in stable
+    assert "Your name is local." in stable and tail == "Question: What is 2 + 3?"
+
+
 def test_without_lean_mode_the_task_text_is_moved_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     from foreman.agents import local_prompts
 
