@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from typing import Any
 
@@ -167,8 +168,49 @@ def words_hint(schema: dict[str, Any] | None) -> str:
     return "Answer directly and briefly."
 
 
-def words_as_call(words: str, success_tool: str) -> dict[str, Any]:
-    """A text result written in words, as ControlFlow's success call (no second model call)."""
+def words_as_call(value: Any, success_tool: str) -> dict[str, Any]:
+    """A result the words already give (a text, or a value `value_from_words` read), as ControlFlow's
+    success call: no second model call."""
+    value = value.strip() if isinstance(value, str) else value
     call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-            "function": {"name": success_tool, "arguments": json.dumps({RESULT_ARG: words.strip()})}}
+            "function": {"name": success_tool, "arguments": json.dumps({RESULT_ARG: value})}}
     return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+class Unread:
+    """`value_from_words` found no single value: the constrained second call records the words."""
+
+
+UNREAD = Unread()
+_YES_NO = re.compile(r"^\W*(yes|no|true|false)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.]*\d)")
+_STATED = re.compile(r"(?:=|\bis|\bare|\bequals|\bhas|\bhave)\s+(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def value_from_words(words: str, schema: dict[str, Any] | None) -> Any:
+    """The typed result the model's words state beyond doubt, read by Python; else `UNREAD`.
+
+    Why: the second, grammar-constrained call that turns words into JSON is where the answer
+    drifted (issue #11: "No, fire is not cold." recorded as `true`) and it costs a model call.
+    So a yes/no that opens with yes/no, the one number (or the number after "is" / "="), the one
+    option named, are taken as said; anything less clear goes to the constrained call."""
+    if not schema or not words.strip():
+        return UNREAD
+    kind = schema.get("type")
+    if "enum" in schema:
+        named = [v for v in schema["enum"] if re.search(rf"\b{re.escape(str(v))}\b", words, re.IGNORECASE)]
+        return named[0] if len(named) == 1 else UNREAD
+    if kind == "boolean":
+        lead = _YES_NO.match(words)
+        return UNREAD if lead is None else lead.group(1).lower() in ("yes", "true")
+    if kind in ("integer", "number"):
+        numbers = _NUMBER.findall(words.replace(",", ""))
+        stated = _STATED.findall(words.replace(",", ""))
+        text = numbers[0] if len(set(numbers)) == 1 else stated[-1] if stated else None
+        if text is None:
+            return UNREAD
+        number = float(text)
+        if kind == "integer":
+            return int(number) if number.is_integer() else UNREAD
+        return int(number) if number.is_integer() and "." not in text else number
+    return UNREAD

@@ -87,6 +87,7 @@ class Upstream(BaseModel):
     aliases: CompletionAliases | None = None
     words_body: dict[str, Any] | None = Field(default=None, description="Answer-in-words request, sent first.")
     text_result: bool = False
+    result_schema: dict[str, Any] | None = Field(default=None, description="The success tool's result schema.")
     success_tool: str | None = None
     native: bool = False
 
@@ -120,7 +121,8 @@ def plan_upstream(body: dict[str, Any], mode: ToolMode = "forced") -> Upstream:
     upstream["response_format"] = forced_response_format(shown)
     success = next((tool_name(t) for t in tools if is_success_tool(tool_name(t))), None)
     return Upstream(body=upstream, tool_names=[tool_name(t) for t in shown], aliases=aliases,
-                    words_body=words, text_result=is_text_result(schema), success_tool=success)
+                    words_body=words, text_result=is_text_result(schema), result_schema=schema,
+                    success_tool=success)
 
 
 def _native(body: dict[str, Any], tools: list[dict[str, Any]], mode: ToolMode) -> Upstream:

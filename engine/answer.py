@@ -78,6 +78,9 @@ def route(objective: str, grounding: Grounding) -> Route:
     computed = _COMPUTED.search(text)
     only_how_many = computed is not None and computed.group(0).lower() == "how many" \
         and len(_COMPUTED.findall(text)) == 1
+    if only_how_many and grounding.count is not None:
+        return Route(kind="answer", reason=f"a count Python computed: {grounding.count.count} rows of "
+                                           f"{grounding.count.path} (engine/tables.py)")
     stated = stated_count(text, grounding.passages) if only_how_many else None
     if computed and not stated:
         return Route(kind="plan", reason=f"needs a computed step ({computed.group(0)!r})")
@@ -231,16 +234,19 @@ def refused(answer: str) -> bool:
         r"\b(notes|passages|text) (do|does) not (say|contain|mention|state)|\bno information\b", flat))
 
 
-def prompt(question: str, passages: list[Passage], style: Style = "passages") -> list:
+def prompt(question: str, passages: list[Passage], style: Style = "passages", computed: str | None = None) -> list:
     """The messages of the one call: rules, then the notes, then the question.
 
     `passages`: the numbered passages, each under its source. `lines`: only the passage lines
     that best match the question (`evidence`), each with its `path:line`: less to read, which
-    is what a 135M model needs (see `bench/answers.py`)."""
+    is what a 135M model needs (see `bench/answers.py`). `computed`: a fact Python computed
+    (a row count), given first, as the note that answers."""
     if style == "lines":
         notes = "\n".join(f"[{i}] {line}" for i, line in enumerate(evidence(question, passages, LINES_IN_PROMPT), 1))
     else:
         notes = "\n\n".join(f"[{i}] {p.source}\n{p.text[:PASSAGE_CHARS]}" for i, p in enumerate(passages, start=1))
+    if computed:
+        notes = f"[0] {computed}\n" + notes
     return [SystemMessage(content=SYSTEM),
             HumanMessage(content=f"Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes:")]
 
@@ -260,14 +266,18 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     """One model call that answers `question` from the grounding's passages."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
+    computed = grounding.count.line if grounding.count else None
     first: Style = "lines" if style == "lines-then-passages" else style
-    answer, tokens = _ask(model, prompt(question, passages, first), max_tokens)
+    answer, tokens = _ask(model, prompt(question, passages, first, computed), max_tokens)
     calls = 1
     if style == "lines-then-passages" and refused(answer) and passages:
-        answer, more = _ask(model, prompt(question, passages, "passages"), max_tokens)
+        answer, more = _ask(model, prompt(question, passages, "passages", computed), max_tokens)
         tokens, calls = tokens + more, 2
-    support = evidence(question, passages)
-    return GroundedAnswer(question=question, answer=answer, sources=_cited(answer, passages, support),
+    support = ([computed] if computed else []) + evidence(question, passages, 1 if computed else 2)
+    sources = _cited(answer, passages, support)
+    if grounding.count and not any(s.startswith(f"{grounding.count.path}:") for s in sources):
+        sources.insert(0, grounding.count.path)
+    return GroundedAnswer(question=question, answer=answer, sources=sources,
                           evidence=support, passages=passages, grounded=bool(passages), calls=calls,
                           seconds=time.monotonic() - started, tokens=tokens)
 

@@ -20,6 +20,7 @@ import time
 from pydantic import BaseModel, Field
 
 from foreman.engine.policy import RunPolicy
+from foreman.engine.tables import TableCount, count_rows
 from foreman.settings import Settings, get_settings
 from foreman.tools.knowledge.bases import workspace_base
 from foreman.tools.knowledge.ingest import IngestReport, ingest
@@ -56,6 +57,7 @@ class Grounding(BaseModel):
     bases: list[str] = Field(default_factory=list)
     indexed: IngestReport | None = None
     seconds: float = 0.0
+    count: TableCount | None = None  # rows Python counted for a "how many" question (engine/tables.py)
 
     @property
     def sources(self) -> list[str]:
@@ -88,8 +90,12 @@ def ground(objective: str, policy: RunPolicy, k: int = DEFAULT_K, *, settings: S
     indexed = refresh_workspace(policy, settings) if refresh else None
     passages = find_passages(list(policy.knowledge_bases), objective, k, settings=settings, strict=False)
     kept = [p for p in passages if relevant(p)]
+    own = workspace_base(policy.workspace)
+    workspace_passages = [p for p in kept if p.base == own]
+    count = count_rows(objective, workspace_passages, policy.workspace) or count_rows(
+        objective, [p for p in kept if p.base != own], None)
     grounding = Grounding(query=objective, passages=kept, bases=list(policy.knowledge_bases), indexed=indexed,
-                          seconds=time.monotonic() - started)
+                          seconds=time.monotonic() - started, count=count)
     log.info("grounding: %d passage(s) in %.2f s: %s", len(kept), grounding.seconds, ", ".join(grounding.sources))
     return grounding
 

@@ -96,21 +96,39 @@ def test_a_question_the_notes_answer_takes_one_grounded_call_and_cites_its_sourc
     assert "Move the log upload to 03:00" in answer and "report.txt:" in answer, answer
 
 
-def test_a_counting_question_is_planned_and_every_model_call_gets_the_passages(notebook: Path) -> None:
-    step = {"id": "count", "title": "Count basement hosts", "instructions": "Count the hosts in the basement rack.",
-            "agent": "generalist"}
+def test_a_comparing_question_is_planned_and_every_model_call_gets_the_passages(notebook: Path) -> None:
+    step = {"id": "compare", "title": "Hosts over 16 GB", "agent": "generalist",
+            "instructions": "Count the hosts in the inventory whose ram_gb is more than 16."}
     model = Recorder([step])
     with use_model(model.model):
-        result = plan_and_run("How many hosts in the inventory are in the basement rack?", workspace=str(notebook))
+        result = plan_and_run("How many hosts in the inventory have more than 16 GB of RAM?", workspace=str(notebook))
 
     assert "computed step" in (result.route or "")
     planner = model.containing("a plan for this objective")
     assert planner and "inventory/hosts.csv" in planner[0], "the planner saw what grounding found"
-    sub_task = model.containing("Count the hosts in the basement rack.")
-    assert sub_task and "basement rack" in sub_task[0] and ANSWER_RULE in sub_task[0]
+    sub_task = model.containing("whose ram_gb is more than 16.")
+    assert sub_task and "inventory/hosts.csv" in sub_task[0] and ANSWER_RULE in sub_task[0]
     writer = model.containing("Answer the objective")
     assert writer and "inventory/hosts.csv" in writer[0]
     assert result.answer.startswith("Six hosts") and "inventory/hosts.csv" in " ".join(result.sources)
+
+
+def test_a_count_of_table_rows_is_computed_by_python_and_the_model_only_says_it(notebook: Path) -> None:
+    prompts: list[str] = []
+
+    def respond(turn: Turn) -> ScriptedReply:
+        prompts.append("\n".join(str(m.content) for m in turn.messages))
+        return ScriptedReply(content="Six hosts are in the basement rack [0].")
+
+    with use_model(ScriptedChatModel(responder=respond)):
+        result = plan_and_run("How many hosts in the inventory are in the basement rack?", workspace=str(notebook))
+
+    assert len(prompts) == 1, "one call: Python counted, the model only says it"
+    counted = 'inventory/hosts.csv (counted by Foreman): 6 rows where location is "basement rack"'
+    assert counted in prompts[0] and "sw01" in prompts[0]  # the row with an unquoted comma counts too
+    assert "count Python computed" in (result.route or "")
+    assert counted in result.answer, "the count and its rows are shown under the answer"
+    assert result.sources[0] == "inventory/hosts.csv"
 
 
 def test_without_grounding_nothing_is_searched_and_the_planner_plans(notebook: Path) -> None:

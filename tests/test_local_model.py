@@ -707,3 +707,31 @@ def test_an_idle_server_stops_itself_and_clears_its_state(tmp_path: Path) -> Non
     assert not status(settings).running
     assert not (tmp_path / "home" / "local-model" / "server.json").exists()
     assert "Idle for" in info.log_path.read_text()
+
+
+@pytest.mark.parametrize(("words", "schema", "value"), [
+    ("No, fire is not cold.", {"type": "boolean"}, False),  # the answer the record call turned into true
+    ("Yes, on a clear day.", {"type": "boolean"}, True),
+    ("2 + 3 = 5", {"type": "integer"}, 5),
+    ("A dog has 4 legs.", {"type": "integer"}, 4),
+    ("Half of 3 is 1.5.", {"type": "number"}, 1.5),
+    ("An elephant is large.", {"enum": ["small", "large"]}, "large"),
+])
+def test_a_typed_answer_the_words_state_is_read_by_python(words: str, schema: dict, value: object) -> None:
+    from foreman.agents.local_answer import value_from_words
+
+    assert value_from_words(words, schema) == value
+    assert type(value_from_words(words, schema)) is type(value)
+
+
+@pytest.mark.parametrize(("words", "schema"), [
+    ("Fire is hot.", {"type": "boolean"}),  # no yes/no: the constrained call decides
+    ("between 3 and 4", {"type": "integer"}),
+    ("1.5", {"type": "integer"}),
+    ("not small but large", {"enum": ["small", "large"]}),
+    ("red, yellow, blue", {"type": "array", "items": {"type": "string"}}),
+])
+def test_words_that_do_not_state_one_value_go_to_the_recording_call(words: str, schema: dict) -> None:
+    from foreman.agents.local_answer import UNREAD, value_from_words
+
+    assert value_from_words(words, schema) is UNREAD
