@@ -25,6 +25,7 @@ from foreman.agents.local_answer import (
 )
 from foreman.agents.local_prompts import (
     cache_friendly,
+    content_text,
     flatten_tool_messages,
     plain_objective,
     tools_note,
@@ -132,9 +133,25 @@ def _native(body: dict[str, Any], tools: list[dict[str, Any]], mode: ToolMode) -
         upstream.setdefault("max_tokens", upstream.pop("max_completion_tokens"))
     upstream.setdefault("max_tokens", FORCED_DEFAULT_MAX_TOKENS)
     upstream["stream"] = False
+    upstream["messages"] = merge_assistant_runs(upstream.get("messages") or [])
     if mode == "native-required":
         upstream["tool_choice"] = "required"
     return Upstream(body=upstream, tool_names=[tool_name(t) for t in tools], native=True)
+
+
+def merge_assistant_runs(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive assistant messages as one: ControlFlow sends an agent's text and its tool call as
+    two, and Qwen2.5's template (llama.cpp's jinja) refuses "2 or more assistant messages at the end"."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        previous = out[-1] if out else None
+        if previous and previous.get("role") == "assistant" == message.get("role") \
+                and not previous.get("tool_calls"):
+            text = "\n".join(t for t in (content_text(previous.get("content")), content_text(message.get("content"))) if t)
+            out[-1] = {**message, "content": text or None}
+        else:
+            out.append(message)
+    return out
 
 
 def _with_note(messages: list[dict[str, Any]], note: str | None) -> list[dict[str, Any]]:

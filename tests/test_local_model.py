@@ -735,3 +735,17 @@ def test_words_that_do_not_state_one_value_go_to_the_recording_call(words: str, 
     from foreman.agents.local_answer import UNREAD, value_from_words
 
     assert value_from_words(words, schema) is UNREAD
+
+
+def test_native_requests_merge_an_agents_text_and_its_call_into_one_assistant_turn() -> None:
+    from foreman.agents.local_request import merge_assistant_runs
+
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}
+    merged = merge_assistant_runs([
+        {"role": "user", "content": "Add 2 and 3."},
+        {"role": "assistant", "content": "I will add them."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "5"},
+    ])
+    assert [m["role"] for m in merged] == ["user", "assistant", "tool"]
+    assert merged[1]["content"] == "I will add them." and merged[1]["tool_calls"] == [call]
