@@ -297,7 +297,7 @@ def test_completion_aliases_map_back_to_controlflows_names() -> None:
 
 def test_with_only_completion_tools_the_model_answers_in_words_first() -> None:
     seen: list[dict] = []
-    replies = iter(["No, fire is not cold.", '{"name": "final_answer", "arguments": {"answer": false}}'])
+    replies = iter(["Fire is not cold.", '{"name": "final_answer", "arguments": {"answer": false}}'])
 
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))
@@ -311,7 +311,26 @@ def test_with_only_completion_tools_the_model_answers_in_words_first() -> None:
             "messages": [{"role": "user", "content": "Is fire cold?"}], "tools": [boolean, FAILED]}).json()
     words, forced = seen
     assert "response_format" not in words and "truthfully" in json.dumps(words["messages"])
-    assert forced["messages"][-2] == {"role": "assistant", "content": "No, fire is not cold."}
+    assert forced["messages"][-2] == {"role": "assistant", "content": "Fire is not cold."}
+    call = reply["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call == {"name": SUCCESS_NAME, "arguments": '{"result": false}'}
+
+
+def test_a_yes_or_no_the_words_state_is_the_result_without_a_second_call() -> None:
+    seen: list[dict] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "No, fire is not cold."}}]})
+
+    boolean = _tool(SUCCESS_NAME, {"type": "object", "properties": {"result": {"type": "boolean"}},
+                                   "required": ["result"]})
+    app = create_app("http://llama", "tiny", transport=httpx.MockTransport(handle))
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Is fire cold?"}], "tools": [boolean, FAILED]}).json()
+        assert client.get("/stats").json()["answered_in_words"] == 1
+    assert len(seen) == 1 and "response_format" not in seen[0]  # no constrained call to drift in
     call = reply["choices"][0]["message"]["tool_calls"][0]["function"]
     assert call == {"name": SUCCESS_NAME, "arguments": '{"result": false}'}
 
@@ -445,7 +464,7 @@ def test_chatopenai_streams_tool_calls_through_the_proxy(fake_proxy) -> None:
 def test_an_exact_repeat_of_the_last_call_is_asked_again_without_that_tool() -> None:
     seen: list[dict] = []
     replies = iter(['{"name": "paint", "arguments": {"color": "red"}}',
-                    "The wall is red: 1.",  # asked again without paint: only finishing is left, words first
+                    "The wall is now red.",  # asked again without paint: only finishing is left, words first
                     json.dumps({"name": "final_answer", "arguments": {"answer": 1}})])
 
     def handle(request: httpx.Request) -> httpx.Response:
