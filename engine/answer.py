@@ -15,6 +15,7 @@ benchmark can tell the model's correctness from the retrieval's.
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 import time
@@ -28,6 +29,7 @@ from foreman.agents.models import uses_embedded_model
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
+from foreman.engine.tables import mended_row as _mended
 from foreman.settings import Settings
 from foreman.tools.knowledge.search import Passage
 from foreman.tools.knowledge.store import STOP_WORDS
@@ -197,10 +199,31 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
         table = passage.heading.startswith("columns:")
         in_line = {_stem(w) for w in _words(f"{line} {passage.heading}" if table else line)} & wanted
         score = sum(weight[w] for w in in_line) + 0.3 * sum(weight[w] for w in stems - in_line)
-        columns = f" ({passage.heading})" if table else ""
-        scored.append((-score, rank, offset, f"{_located(passage, offset)}{columns}: {_with_continuation(passage, offset)}"))
+        shown = as_record(passage.heading, line) if table else _with_continuation(passage, offset)
+        scored.append((-score, rank, offset, f"{_located(passage, offset)}: {shown}"))
     scored.sort()
     return [text for *_, text in scored[:n]]
+
+
+def as_record(heading: str, line: str) -> str:
+    """A CSV row as "column: value" pairs, so a small model need not count commas to know which
+    number is the RAM ("pve1,...,64,..." -> "hostname: pve1, ..., ram_gb: 64"). The header row
+    itself, or a row that does not parse, comes back as it was."""
+    header = [c.strip() for c in heading.removeprefix("columns:").split(",")]
+    try:
+        row = _mended(next(csv.reader([line])), len(header))
+    except (csv.Error, StopIteration):
+        return line
+    if len(row) != len(header) or [c.strip() for c in row] == header:
+        return line
+    return ", ".join(f"{name}: {value.strip()}" for name, value in zip(header, row, strict=True) if value.strip())
+
+
+def _readable(passage: Passage) -> str:
+    """A passage as the model is shown it: a table's rows as records, other text as it is."""
+    if not passage.heading.startswith("columns:"):
+        return passage.text
+    return "\n".join(as_record(passage.heading, line) for line in passage.text.splitlines())
 
 
 def _with_continuation(passage: Passage, offset: int) -> str:
@@ -227,11 +250,17 @@ def style_for(settings: Settings) -> Style:
     return "lines-then-passages" if uses_embedded_model(settings) else "passages"
 
 
+_REFUSAL = re.compile(
+    r"\b(not|never) (specified|mentioned|provided|stated|given|found|listed|included|available|say|said)\b"
+    r"|\b(do|does|did)(n't| not) (say|contain|mention|state|specify|provide)\b"
+    r"|\bno (information|mention|details?)\b|\b(cannot|can't|unable to) (find|determine|answer|tell)\b")
+
+
 def refused(answer: str) -> bool:
-    """The model said the notes do not hold the answer (in the rule's words or close to them)."""
+    """The model said the notes do not hold the answer (in the rule's words or its own:
+    "The DHCP range ... is not specified in the notes.")."""
     flat = answer.lower()
-    return NOT_FOUND.lower().rstrip(".") in flat or bool(re.search(
-        r"\b(notes|passages|text) (do|does) not (say|contain|mention|state)|\bno information\b", flat))
+    return NOT_FOUND.lower().rstrip(".") in flat or bool(_REFUSAL.search(flat))
 
 
 def prompt(question: str, passages: list[Passage], style: Style = "passages", computed: str | None = None) -> list:
@@ -244,7 +273,7 @@ def prompt(question: str, passages: list[Passage], style: Style = "passages", co
     if style == "lines":
         notes = "\n".join(f"[{i}] {line}" for i, line in enumerate(evidence(question, passages, LINES_IN_PROMPT), 1))
     else:
-        notes = "\n\n".join(f"[{i}] {p.source}\n{p.text[:PASSAGE_CHARS]}" for i, p in enumerate(passages, start=1))
+        notes = "\n\n".join(f"[{i}] {p.source}\n{_readable(p)[:PASSAGE_CHARS]}" for i, p in enumerate(passages, start=1))
     if computed:
         notes = f"[0] {computed}\n" + notes
     return [SystemMessage(content=SYSTEM),

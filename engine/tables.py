@@ -154,10 +154,10 @@ def _csv_table(path: str, text: str) -> list[Table]:
     if len(rows) < 3:
         return []
     header = rows[0]
-    return [Table(path=path, header=header, rows=[_mended(row, len(header)) for row in rows[1:]])]
+    return [Table(path=path, header=header, rows=[mended_row(row, len(header)) for row in rows[1:]])]
 
 
-def _mended(row: list[str], width: int) -> list[str]:
+def mended_row(row: list[str], width: int) -> list[str]:
     """A hand-written row with an unquoted comma inside parentheses ("switch (16 ports, managed)")
     has a cell too many: join the cells the parenthesis spans, so the columns line up again."""
     row = list(row)

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from foreman.agents.models import use_model
 from foreman.agents.registry import registry
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, succeed
-from foreman.engine.answer import answer_from_passages, fast_path_plan, route
+from foreman.engine.answer import answer_from_passages, evidence, fast_path_plan, route
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
 from foreman.engine.executor import Budgets, Engine, RunStatus
 from foreman.engine.grounded_runner import GroundedRunner
@@ -171,3 +171,25 @@ def test_when_the_best_lines_are_refused_the_whole_passages_are_asked_once_more(
     sure = ScriptedChatModel(responder=lambda turn: ScriptedReply(content="192.168.30.10-192.168.30.200 [1]."))
     assert answer_from_passages(question, grounding, sure, style="lines-then-passages").calls == 1
     assert len(sure.turns) == 1  # an answer in the first call costs no second one
+
+
+def test_a_csv_row_is_shown_to_the_model_as_named_columns() -> None:
+    heading = "columns: hostname, role, ram_gb, location"
+    rows = "hostname,role,ram_gb,location\nfw01,router,8,hallway\npve1,Proxmox node (main VMs),64,basement rack"
+    table = Passage(base="b", path="inventory/hosts.csv", line_start=1, line_end=3, text=rows, score=1.0,
+                    keyword_rank=1, heading=heading)
+    lines = evidence("How much RAM does pve1 have?", [table], 1)
+    assert lines == ["inventory/hosts.csv:3: hostname: pve1, role: Proxmox node (main VMs), ram_gb: 64, "
+                     "location: basement rack"]
+
+
+@pytest.mark.parametrize(("answer", "is_refusal"), [
+    ("The notes do not say.", True),
+    ("The DHCP range of the guest VLAN is not specified in the notes.", True),
+    ("Logs older than 30 days are archived, not deleted.", False),
+    ("The old printer does not have 5 GHz, so it joins the 2.4 GHz network.", False),
+])
+def test_a_refusal_in_the_models_own_words_is_recognised(answer: str, is_refusal: bool) -> None:
+    from foreman.engine.answer import refused
+
+    assert refused(answer) is is_refusal
