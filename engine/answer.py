@@ -55,7 +55,7 @@ _ACTION = re.compile(
     r"install|deploy|restart|schedule|edit|update|fix|draft|publish)\b", re.IGNORECASE)
 _REQUEST = re.compile(r"^(please\b|(can|could|would|will) you\b)", re.IGNORECASE)
 _COMPUTED = re.compile(
-    r"\b(how many|count|number of|total|sum|average|mean|median|percent(age)?|compare|comparison|more than|"
+    r"\b(how many|count|(?<!serial )(?<!phone )(?<!model )(?<!version )(?<!part )(?<!port )number of|total|sum|average|mean|median|percent(age)?|compare|comparison|more than|"
     r"less than|fewer|most|least|largest|smallest|oldest|newest|longest|shortest|difference|days? (until|since|"
     r"between|left)|how long ago|how old|per (host|month|day|week)|each|every one|all the)\b", re.IGNORECASE)
 
@@ -166,6 +166,8 @@ def _words(text: str) -> set[str]:
 
 
 def _stem(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]  # "runs" is "run"
     return word[:5] if len(word) > 5 else word
 
 
@@ -181,12 +183,16 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
     lines, like "recommend", counts more than one in many, like "report"), plus a little for
     question words in its file name or heading; ties go to the better-ranked passage. A CSV
     row counts its columns' names as its own words ("How much RAM does pve1 have?" -> the
-    pve1 row, under `ram_gb`), and is shown with them."""
+    pve1 row, under `ram_gb`), and is shown with them. Past the first `PASSAGES_IN_PROMPT`
+    passages only such a row *of* something the question names (its key cell) is taken: lower
+    passages add noise, but the row of pve1 ranks low when other rows mention pve1 more often."""
     wanted = {_stem(w) for w in _words(question)}
     candidates: list[tuple[int, Passage, int, str, set[str]]] = []
     for rank, passage in enumerate(passages):
         context = {_stem(w) for w in _words(f"{passage.path} {passage.heading}")}
         for offset, line in enumerate(passage.text.splitlines()):
+            if rank >= PASSAGES_IN_PROMPT and not _key_row(passage, line, wanted):
+                continue
             stems = {_stem(w) for w in _words(line)} & wanted
             if stems or (context & wanted and line.strip()):
                 candidates.append((rank, passage, offset, line.strip(), stems | (context & wanted)))
@@ -199,10 +205,17 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
         table = passage.heading.startswith("columns:")
         in_line = {_stem(w) for w in _words(f"{line} {passage.heading}" if table else line)} & wanted
         score = sum(weight[w] for w in in_line) + 0.3 * sum(weight[w] for w in stems - in_line)
+        if _key_row(passage, line, wanted):
+            score += max(weight.values())  # the row *of* pve1 (its key cell), not rows that mention it
         shown = as_record(passage.heading, line) if table else _with_continuation(passage, offset)
         scored.append((-score, rank, offset, f"{_located(passage, offset)}: {shown}"))
     scored.sort()
     return [text for *_, text in scored[:n]]
+
+
+def _key_row(passage: Passage, line: str, wanted: set[str]) -> bool:
+    """A table row whose first cell is a word of the question: the row about that thing."""
+    return passage.heading.startswith("columns:") and _stem(line.split(",", 1)[0].strip().lower()) in wanted
 
 
 def as_record(heading: str, line: str) -> str:
@@ -263,15 +276,17 @@ def refused(answer: str) -> bool:
     return NOT_FOUND.lower().rstrip(".") in flat or bool(_REFUSAL.search(flat))
 
 
-def prompt(question: str, passages: list[Passage], style: Style = "passages", computed: str | None = None) -> list:
+def prompt(question: str, passages: list[Passage], style: Style = "passages", computed: str | None = None,
+           lines_from: list[Passage] | None = None) -> list:
     """The messages of the one call: rules, then the notes, then the question.
 
     `passages`: the numbered passages, each under its source. `lines`: only the passage lines
     that best match the question (`evidence`), each with its `path:line`: less to read, which
-    is what a 135M model needs (see `bench/answers.py`). `computed`: a fact Python computed
-    (a row count), given first, as the note that answers."""
+    is what a 135M model needs (see `bench/answers.py`); picked from `lines_from` when given (more
+    passages than are shown whole). `computed`: a fact Python computed (a row count), given first."""
     if style == "lines":
-        notes = "\n".join(f"[{i}] {line}" for i, line in enumerate(evidence(question, passages, LINES_IN_PROMPT), 1))
+        picked = evidence(question, lines_from or passages, LINES_IN_PROMPT)
+        notes = "\n".join(f"[{i}] {line}" for i, line in enumerate(picked, 1))
     else:
         notes = "\n\n".join(f"[{i}] {p.source}\n{_readable(p)[:PASSAGE_CHARS]}" for i, p in enumerate(passages, start=1))
     if computed:
@@ -297,13 +312,13 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     passages = grounding.passages[:max_passages]
     computed = grounding.count.line if grounding.count else None
     first: Style = "lines" if style == "lines-then-passages" else style
-    answer, tokens = _ask(model, prompt(question, passages, first, computed), max_tokens)
+    answer, tokens = _ask(model, prompt(question, passages, first, computed, grounding.passages), max_tokens)
     calls = 1
     if style == "lines-then-passages" and refused(answer) and passages:
         answer, more = _ask(model, prompt(question, passages, "passages", computed), max_tokens)
         tokens, calls = tokens + more, 2
-    support = ([computed] if computed else []) + evidence(question, passages, 1 if computed else 2)
-    sources = _cited(answer, passages, support)
+    support = ([computed] if computed else []) + evidence(question, grounding.passages, 1 if computed else 2)
+    sources = _cited(answer, grounding.passages, support)
     if grounding.count and not any(s.startswith(f"{grounding.count.path}:") for s in sources):
         sources.insert(0, grounding.count.path)
     return GroundedAnswer(question=question, answer=answer, sources=sources,

@@ -29,7 +29,10 @@ from foreman.tools.knowledge.service import find_passages
 
 log = logging.getLogger("foreman.grounding")
 
-DEFAULT_K = 4
+# Six, not four: the fast path picks its lines from all of them and shows the model four whole
+# passages at most (engine/answer.py); the pve1 row of hosts.csv was fifth for "How much RAM
+# does pve1 have?", behind rows that mention pve1 more often.
+DEFAULT_K = 6
 # How long a run's grounding may spend embedding new or changed files before planning; the rest
 # is indexed by later runs (or `foreman knowledge ingest`). The demo workspace needs about 11 s cold.
 INDEX_BUDGET_S = 45.0
