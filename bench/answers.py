@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, default=REPO / "bench" / "questions" / "homelab.yaml")
     parser.add_argument("--workspace", type=Path, default=REPO / "demo" / "workspace")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (0: all)")
-    parser.add_argument("--style", choices=["passages", "lines", "lines-then-passages", "both", "all"],
+    parser.add_argument("--style", choices=["passages", "lines", "adaptive", "both", "all"],
                         default="all", help="both: passages and lines; all: the three")
     parser.add_argument("--plan-and-run", action="store_true", help="also run plan_and_run per question (slow)")
     parser.add_argument("--ungrounded", type=int, default=5,
@@ -94,7 +94,7 @@ def main() -> None:
         flow.update(model=describe_model(settings).split(". Switch")[0], load_1m=round(os.getloadavg()[0], 2))
         sys.stdout.write(json.dumps(flow) + "\n")
         return
-    styles = {"both": ["passages", "lines"], "all": ["passages", "lines", "lines-then-passages"]}.get(
+    styles = {"both": ["passages", "lines"], "all": ["passages", "lines", "adaptive"]}.get(
         args.style, [args.style])
     rows: list[dict] = []
     for q in questions:

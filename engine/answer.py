@@ -37,7 +37,7 @@ from foreman.tools.knowledge.store import STOP_WORDS
 PASSAGES_IN_PROMPT = 4
 LINES_IN_PROMPT = 3
 ANSWER_MAX_TOKENS = 120  # one or two sentences; a small model that loops is cut early
-Style = Literal["passages", "lines", "lines-then-passages"]
+Style = Literal["passages", "lines", "adaptive"]
 PASSAGE_CHARS = 700
 NOT_FOUND = "The notes do not say."
 
@@ -45,6 +45,12 @@ SYSTEM = (
     "You answer questions about the user's own notes. Use only the notes given. "
     "Copy names, numbers, dates and times exactly as the notes write them. "
     f"Answer in one or two sentences. If the notes do not contain the answer, reply: {NOT_FOUND}"
+)
+# The same without the way out: asked so, the 1.5B answered "pve1 has 64 GB of RAM." and "port
+# 8000" where the rule above made it refuse (issue #12); Python then checks the answer (`supported`).
+SYSTEM_ANSWER = (
+    "You answer questions about the user's own notes. Use only the notes given. "
+    "Copy names, numbers, dates and times exactly as the notes write them. Answer in one or two sentences."
 )
 
 _QUESTION_START = re.compile(
@@ -253,18 +259,20 @@ def _with_continuation(passage: Passage, offset: int) -> str:
 
 
 def style_for(settings: Settings) -> Style:
-    """`lines-then-passages` for the embedded model, `passages` for any other.
+    """`adaptive` for the embedded model, `passages` for any other.
 
     Measured with bench/answers.py: on the bundled SmolLM2-135M the best lines alone were answered
     right more often than whole passages; on Qwen2.5-Coder 1.5B the lines are cheap (a quarter of
-    the prompt) and usually enough, but the model refuses ("The notes do not say.") on a third of
-    its misses when the answer sits in a line's neighbour or a YAML block: then one more call with
-    the whole passages."""
-    return "lines-then-passages" if uses_embedded_model(settings) else "passages"
+    the prompt's tokens) and usually enough, but with the rule to say "The notes do not say." it
+    refused a third of the questions whose line was in front of it (the pve1 RAM row, the
+    Paperless port): `adaptive` then asks again without the rule and keeps only an answer the
+    notes support."""
+    return "adaptive" if uses_embedded_model(settings) else "passages"
 
 
 _REFUSAL = re.compile(
-    r"\b(not|never) (specified|mentioned|provided|stated|given|found|listed|included|available|say|said)\b"
+    r"\b(not|never) (explicitly |directly |clearly )?(specified|mentioned|provided|stated|given|found|listed|"
+    r"included|available|say|said)\b"
     r"|\b(do|does|did)(n't| not) (say|contain|mention|state|specify|provide)\b"
     r"|\bno (information|mention|details?)\b|\b(cannot|can't|unable to) (find|determine|answer|tell)\b")
 
@@ -276,8 +284,25 @@ def refused(answer: str) -> bool:
     return NOT_FOUND.lower().rstrip(".") in flat or bool(_REFUSAL.search(flat))
 
 
+_SPECIFIC = re.compile(r"[^\s,;:()\[\]`'\"]*\d[^\s,;:()\[\]`'\"]*|[A-Za-z]+(?:[-_.][A-Za-z0-9]+)+")
+
+
+def supported(answer: str, notes: str, question: str) -> bool:
+    """Whether the notes hold what the answer claims, as far as Python can tell: every number,
+    date, address or dotted/hyphenated name in it ("64", "2026-11-30", "sam-homelab-backups") is
+    in the notes, and the answer says something the question did not (not just "pve1 has RAM")."""
+    flat_notes, flat_question = notes.lower(), question.lower()
+    specific = [t.strip(".").lower() for t in _SPECIFIC.findall(answer) if t.strip(".")]
+    if any(token not in flat_notes for token in specific):
+        return False
+    asked = {_stem(w) for w in _words(question)}
+    said = {_stem(w) for w in _words(answer)} - asked
+    new_specific = [t for t in specific if t not in flat_question]
+    return bool(new_specific) or any(w in {_stem(x) for x in _words(notes)} for w in said)
+
+
 def prompt(question: str, passages: list[Passage], style: Style = "passages", computed: str | None = None,
-           lines_from: list[Passage] | None = None) -> list:
+           lines_from: list[Passage] | None = None, system: str = SYSTEM) -> list:
     """The messages of the one call: rules, then the notes, then the question.
 
     `passages`: the numbered passages, each under its source. `lines`: only the passage lines
@@ -291,7 +316,7 @@ def prompt(question: str, passages: list[Passage], style: Style = "passages", co
         notes = "\n\n".join(f"[{i}] {p.source}\n{_readable(p)[:PASSAGE_CHARS]}" for i, p in enumerate(passages, start=1))
     if computed:
         notes = f"[0] {computed}\n" + notes
-    return [SystemMessage(content=SYSTEM),
+    return [SystemMessage(content=system),
             HumanMessage(content=f"Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes:")]
 
 
@@ -307,16 +332,20 @@ def _cited(answer: str, passages: list[Passage], support: list[str]) -> list[str
 def answer_from_passages(question: str, grounding: Grounding, model: BaseChatModel, *,
                          max_passages: int = PASSAGES_IN_PROMPT, style: Style = "passages",
                          max_tokens: int = ANSWER_MAX_TOKENS) -> GroundedAnswer:
-    """One model call that answers `question` from the grounding's passages."""
+    """The grounded answer to `question`: one model call, or for `adaptive` up to three.
+
+    `adaptive`: (1) the best lines, with the rule to say "The notes do not say."; if the model
+    says that, (2) the same lines without the rule, then (3) the whole passages without it,
+    keeping the first answer that is no refusal and that the notes shown `supported`. When none
+    is, the answer is the refusal: the notes do not say, as far as anyone can check."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
     computed = grounding.count.line if grounding.count else None
-    first: Style = "lines" if style == "lines-then-passages" else style
-    answer, tokens = _ask(model, prompt(question, passages, first, computed, grounding.passages), max_tokens)
-    calls = 1
-    if style == "lines-then-passages" and refused(answer) and passages:
-        answer, more = _ask(model, prompt(question, passages, "passages", computed), max_tokens)
-        tokens, calls = tokens + more, 2
+    if style != "adaptive":
+        answer, tokens = _ask(model, prompt(question, passages, style, computed, grounding.passages), max_tokens)
+        calls = 1
+    else:
+        answer, tokens, calls = _adaptive(question, grounding, passages, computed, model, max_tokens)
     support = ([computed] if computed else []) + evidence(question, grounding.passages, 1 if computed else 2)
     sources = _cited(answer, grounding.passages, support)
     if grounding.count and not any(s.startswith(f"{grounding.count.path}:") for s in sources):
@@ -324,6 +353,23 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     return GroundedAnswer(question=question, answer=answer, sources=sources,
                           evidence=support, passages=passages, grounded=bool(passages), calls=calls,
                           seconds=time.monotonic() - started, tokens=tokens)
+
+
+def _adaptive(question: str, grounding: Grounding, passages: list[Passage], computed: str | None,
+              model: BaseChatModel, max_tokens: int) -> tuple[str, int, int]:
+    tries = [prompt(question, passages, "lines", computed, grounding.passages),
+             prompt(question, passages, "lines", computed, grounding.passages, SYSTEM_ANSWER),
+             prompt(question, passages, "passages", computed, system=SYSTEM_ANSWER)]
+    first, tokens = _ask(model, tries[0], max_tokens)
+    calls = 1
+    if not refused(first) or not passages:
+        return first, tokens, calls
+    for messages in tries[1:]:
+        answer, more = _ask(model, messages, max_tokens)
+        tokens, calls = tokens + more, calls + 1
+        if not refused(answer) and supported(answer, str(messages[-1].content), question):
+            return answer, tokens, calls
+    return first, tokens, calls
 
 
 def _ask(model: BaseChatModel, messages: list, max_tokens: int) -> tuple[str, int]:

@@ -153,23 +153,30 @@ def test_a_count_the_notes_state_is_looked_up_and_one_that_needs_counting_is_pla
         assert "notes/home-assistant.md:2" in decided.reason  # says which line states it
 
 
-def test_when_the_best_lines_are_refused_the_whole_passages_are_asked_once_more() -> None:
+def test_a_refusal_of_the_lines_is_asked_again_without_the_rule_and_checked_against_the_notes() -> None:
     question = "What is the DHCP range of the guest VLAN?"
-    block = "vlans:\n  guest:\n    id: 30\n    dhcp:\n      start: 192.168.30.10\n      end: 192.168.30.200"
+    block = "vlans:\n  - id: 30\n    name: guest\n    dhcp: 192.168.30.10-192.168.30.200"
     grounding = Grounding(query=question, passages=[passage("network/vlans.yaml", block)])
 
-    def respond(turn: Turn) -> ScriptedReply:  # a small model that needs the YAML's shape to answer
+    def respond(turn: Turn) -> ScriptedReply:  # a small model that refuses under the rule, and needs the YAML
         text = prompt_text(turn)
-        whole = "start: 192.168.30.10\n      end:" in text
-        return ScriptedReply(content="From 192.168.30.10 to 192.168.30.200." if whole else "The notes do not say.")
+        if "The notes do not say." in text:
+            return ScriptedReply(content="The notes do not say.")
+        if "name: guest\n" in text:
+            return ScriptedReply(content="From 192.168.30.10 to 192.168.30.200.")
+        return ScriptedReply(content="It is 192.168.99.1-192.168.99.9.")  # not in the notes: not taken
 
     model = ScriptedChatModel(responder=respond)
-    answered = answer_from_passages(question, grounding, model, style="lines-then-passages")
-    assert answered.answer == "From 192.168.30.10 to 192.168.30.200." and answered.calls == 2
-    assert len(model.turns) == 2
+    answered = answer_from_passages(question, grounding, model, style="adaptive")
+    assert answered.answer == "From 192.168.30.10 to 192.168.30.200." and answered.calls == 3
+
+    inventing = ScriptedChatModel(responder=lambda turn: ScriptedReply(
+        content="The notes do not say." if "The notes do not say." in prompt_text(turn) else "It is 10.0.0.1-10.0.0.9."))
+    kept = answer_from_passages(question, grounding, inventing, style="adaptive")
+    assert kept.answer == "The notes do not say." and kept.calls == 3  # nothing the notes support: the refusal
 
     sure = ScriptedChatModel(responder=lambda turn: ScriptedReply(content="192.168.30.10-192.168.30.200 [1]."))
-    assert answer_from_passages(question, grounding, sure, style="lines-then-passages").calls == 1
+    assert answer_from_passages(question, grounding, sure, style="adaptive").calls == 1
     assert len(sure.turns) == 1  # an answer in the first call costs no second one
 
 
@@ -186,6 +193,7 @@ def test_a_csv_row_is_shown_to_the_model_as_named_columns() -> None:
 @pytest.mark.parametrize(("answer", "is_refusal"), [
     ("The notes do not say.", True),
     ("The DHCP range of the guest VLAN is not specified in the notes.", True),
+    ("The DHCP range of the guest VLAN is not explicitly stated in the notes.", True),
     ("Logs older than 30 days are archived, not deleted.", False),
     ("The old printer does not have 5 GHz, so it joins the 2.4 GHz network.", False),
 ])
