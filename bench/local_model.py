@@ -372,9 +372,11 @@ def compare(args: argparse.Namespace) -> int:
                        "--max-llm-calls", str(args.max_llm_calls)] + (["--quick"] if args.quick else [])
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = done.stdout.strip().splitlines()
-            print(f"## {name} ({mode}), load {os.getloadavg()[0]:.1f}\n" + "\n".join(lines[:-1]), flush=True)
             summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else \
                 {"error": (done.stderr or done.stdout)[-400:]}
+            # each run's own summary as it ends, so a long comparison stopped half-way keeps its figures
+            print(f"## {name} ({mode}), load {os.getloadavg()[0]:.1f}\n" + "\n".join(lines[:-1])
+                  + f"\n# {json.dumps(summary)}", flush=True)
             runs.append({"name": name, "mode": mode, **summary})
     columns = ("correct_rate", "correct_rate_original_24", "correct_rate_with_tools", "correct_rate_without_tools",
                "completion_rate", "seconds_per_one_turn_task", "prompt_tokens_per_s", "generation_tokens_per_s",
@@ -404,7 +406,8 @@ def sweep_sections(args: argparse.Namespace) -> int:
         lines = done.stdout.strip().splitlines()
         summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else \
             {"error": (done.stderr or done.stdout)[-400:]}
-        print(f"## without {drop or 'nothing'}, load {os.getloadavg()[0]:.1f}\n" + "\n".join(lines[:-1]), flush=True)
+        print(f"## without {drop or 'nothing'}, load {os.getloadavg()[0]:.1f}\n" + "\n".join(lines[:-1])
+              + f"\n# {json.dumps(summary)}", flush=True)
         runs.append({"dropped": drop or "nothing", **summary})
     columns = ("correct_rate", "correct_rate_with_tools", "correct_rate_without_tools", "prompt_tokens_per_task",
                "computed_prompt_tokens_per_task", "seconds_per_task", "load")
