@@ -5,7 +5,8 @@ tell whether the running server serves what the settings ask for, and the `serve
 command that starts one. Finding the model file is here too, because a missing file is
 the commonest setup error and its message must say which setting to fix or which
 command to run. The file is a catalogue model (`agents/model_catalog.py`, pulled by
-`foreman model pull`) unless FOREMAN_LOCAL_MODEL_PATH names any GGUF.
+`foreman model pull`) unless FOREMAN_LOCAL_MODEL_PATH names any GGUF. A vision GGUF reads
+images only with its projector (FOREMAN_LOCAL_MMPROJ_PATH), which llama.cpp loads beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class ServerConfig(BaseModel):
     gen_threads: int = DEFAULT_GENERATION_THREADS
     tool_mode: ToolMode = "forced"
     port: int = 0  # the proxy's port; 0 picks a free one
+    mmproj_path: Path | None = None  # the multimodal projector: with it the server reads images
 
     def same_model_as(self, other: ServerConfig) -> bool:
         return (
@@ -46,6 +48,7 @@ class ServerConfig(BaseModel):
             and self.threads == other.threads
             and self.gen_threads == other.gen_threads
             and self.tool_mode == other.tool_mode
+            and self.mmproj_path == other.mmproj_path
             and (self.port == 0 or self.port == other.port)
         )
 
@@ -96,6 +99,20 @@ def check_servable(path: Path) -> None:
         )
 
 
+def resolve_mmproj(settings: Settings) -> Path | None:
+    """FOREMAN_LOCAL_MMPROJ_PATH as an existing file, or None when unset."""
+    if settings.local_mmproj_path is None:
+        return None
+    path = settings.local_mmproj_path.expanduser().resolve()
+    if not path.is_file():
+        raise LocalModelError(
+            f"FOREMAN_LOCAL_MMPROJ_PATH is {settings.local_mmproj_path}, which is not a file. Point it at the "
+            "mmproj GGUF that goes with FOREMAN_LOCAL_MODEL_PATH (both come from the same model release), "
+            "or unset it for a text-only model."
+        )
+    return path
+
+
 def config_for(settings: Settings) -> ServerConfig:
     threads = settings.local_threads
     gen = settings.local_gen_threads or DEFAULT_GENERATION_THREADS
@@ -107,6 +124,7 @@ def config_for(settings: Settings) -> ServerConfig:
         threads=threads,
         gen_threads=min(gen, threads) if settings.local_gen_threads is None else gen,
         port=settings.local_port,
+        mmproj_path=resolve_mmproj(settings),
     )
 
 

@@ -53,11 +53,14 @@ def generation_threads(config: ServerConfig) -> int:
     return config.gen_threads
 
 
-def _start_llama(config: ServerConfig):  # -> xllamacpp.Server
+def llama_params(config: ServerConfig):  # -> xllamacpp.CommonParams
+    """llama.cpp's parameters for `config`: the model, its projector (images) when there is one."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
     params.model.path = str(config.model_path)
+    if config.mmproj_path is not None:
+        params.mmproj.path = str(config.mmproj_path)
     params.n_ctx = config.ctx
     params.cpuparams.n_threads = generation_threads(config)
     params.cpuparams_batch.n_threads = config.threads
@@ -69,6 +72,13 @@ def _start_llama(config: ServerConfig):  # -> xllamacpp.Server
     params.n_ubatch = N_UBATCH
     params.n_cache_reuse = CACHE_REUSE_TOKENS
     params.cache_prompt = True
+    return params
+
+
+def _start_llama(config: ServerConfig):  # -> xllamacpp.Server
+    import xllamacpp
+
+    params = llama_params(config)
     try:
         server = xllamacpp.Server(params)
     except Exception as exc:  # any failure of a C++ constructor; see below
@@ -80,7 +90,10 @@ def _start_llama(config: ServerConfig):  # -> xllamacpp.Server
         # MemoryError; std::invalid_argument: ValueError). Each one means "this model
         # cannot be served", so each becomes a LocalModelError naming the file, chained.
         raise LocalModelError(
-            f"llama.cpp could not load {config.model_path}: {exc}. Is it a GGUF chat model?"
+            f"llama.cpp could not load {config.model_path}"
+            + (f" with the projector {config.mmproj_path}" if config.mmproj_path else "")
+            + f": {exc}. Is it a GGUF chat model"
+            + (" and its own mmproj (from the same release)?" if config.mmproj_path else "?")
         ) from exc
     return server
 
@@ -130,7 +143,9 @@ def run_server(
     name = model_name_for(config.model_path)
     app = create_app(
         llama_url, name, on_request=touched, tool_mode=config.tool_mode,
-        info={"pid": os.getpid(), "model_path": str(config.model_path)},
+        info={"pid": os.getpid(), "model_path": str(config.model_path),
+              "mmproj_path": str(config.mmproj_path) if config.mmproj_path else None},
+        vision=config.mmproj_path is not None,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

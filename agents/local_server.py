@@ -145,6 +145,7 @@ def _spawn(settings: Settings, config: ServerConfig, state_path: Path, log_path:
         "--tool-mode", config.tool_mode, "--port", str(config.port),
         "--idle-minutes", str(settings.local_idle_minutes), "--home", str(settings.home),
         "--parent-holds-lock",
+        *(["--mmproj", str(config.mmproj_path)] if config.mmproj_path else []),
     ]
     with open(log_path, "ab") as log_file:
         process = subprocess.Popen(
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--gen-threads", type=int)
     serve.add_argument("--tool-mode", choices=["forced", "native", "native-required"])
     serve.add_argument("--port", type=int)
+    serve.add_argument("--mmproj", type=Path, help="the vision model's projector (default: FOREMAN_LOCAL_MMPROJ_PATH)")
     serve.add_argument("--idle-minutes", type=float)
     serve.add_argument("--home", type=Path)
     serve.add_argument("--parent-holds-lock", action="store_true", help=argparse.SUPPRESS)
@@ -250,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         gen_threads=args.gen_threads or base.gen_threads,
         tool_mode=args.tool_mode or base.tool_mode,
         port=settings.local_port if args.port is None else args.port,
+        mmproj_path=args.mmproj or base.mmproj_path,
     )
     idle = settings.local_idle_minutes if args.idle_minutes is None else args.idle_minutes
     run_server(

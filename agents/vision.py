@@ -1,9 +1,10 @@
 """Whether the configured model reads images, decided once from the settings.
 
 Hosted OpenAI and Anthropic chat models do; the embedded model does only with a
-user-supplied GGUF and its projector (FOREMAN_LOCAL_MMPROJ_PATH) on a server that passes
-the projector to llama.cpp; ollama and other OpenAI-compatible endpoints are not known,
-so they count as text-only unless FOREMAN_MODEL_VISION=true says otherwise. An image
+user-supplied GGUF and its projector (FOREMAN_LOCAL_MMPROJ_PATH), which the embedded
+server hands to llama.cpp (`agents/local_daemon.py`); ollama and other OpenAI-compatible
+endpoints are not known, so they count as text-only unless FOREMAN_MODEL_VISION=true says
+otherwise. An image
 then goes to the model as an OpenAI-style `image_url` content part holding a data URL,
 which langchain turns into each provider's own format.
 """
@@ -28,13 +29,6 @@ class VisionSupport(BaseModel):
     why: str
 
 
-def _embedded_passes_mmproj() -> bool:
-    """Whether the embedded server hands a projector to llama.cpp (its config carries one)."""
-    from foreman.agents.local_config import ServerConfig
-
-    return "mmproj_path" in ServerConfig.model_fields
-
-
 def vision_support(settings: Settings) -> VisionSupport:
     """Whether FOREMAN_MODEL can be sent images, and in a few words why (or why not)."""
     choice = parse_model(settings.model)
@@ -47,8 +41,6 @@ def vision_support(settings: Settings) -> VisionSupport:
             return VisionSupport(vision=False, why="the embedded model is text-only (no FOREMAN_LOCAL_MMPROJ_PATH)")
         if not settings.local_mmproj_path.expanduser().is_file():
             return VisionSupport(vision=False, why=f"FOREMAN_LOCAL_MMPROJ_PATH={settings.local_mmproj_path} is not a file")
-        if not _embedded_passes_mmproj():
-            return VisionSupport(vision=False, why="this version of the embedded server does not load an mmproj yet")
         return VisionSupport(vision=True, why=f"the embedded server loads {settings.local_mmproj_path.name}")
     return VisionSupport(vision=False, why=f"{choice.provider}/ models are taken as text-only "
                                            "(FOREMAN_MODEL_VISION=true if yours reads images)")

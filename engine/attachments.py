@@ -11,13 +11,23 @@ do, before any task runs; afterwards nothing about the files can fail.
 
 The result is data: `text()` for a task's context, `content_parts()` / `user_message()`
 for a model that takes images (OpenAI-style parts; langchain converts them per provider),
-`notes` for the answer (e.g. that OCR was used).
+`notes` for the answer (e.g. that OCR was used), `describe()` for the planner, `passages()`
+for the grounded fast path (each file cited by its name), `markdown()` for the run's
+artifact.
+
+A file's reading (OCR, a transcript) is kept for a while by its bytes' digest, so the
+check made before a run and the step that then gets the file read it once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +38,8 @@ from foreman.errors import MediaRefused, VisionRequired
 from foreman.settings import Settings, get_settings
 from foreman.tools.fd_walk import _open_file, _root_fd
 from foreman.tools.http import HttpPolicy
+from foreman.tools.knowledge.search import Passage
+from foreman.tools.knowledge.store import STOP_WORDS
 from foreman.tools.media import images, ocr, pdf, transcribe
 from foreman.tools.media.limits import MediaLimits, check_size, kind_of, refuse_if
 from foreman.tools.media.remote import fetch_bytes, url_name
@@ -37,6 +49,15 @@ TOOL = "attach"
 VISION_PDF_PAGES = 4  # page images sent to a vision model, from the first page on
 OCR_PDF_PAGES = 20  # pages without a text layer read by OCR for a text-only model
 MIN_OCR_CHARS = 3  # less than this and OCR found nothing to stand in for vision
+CACHE_FILES = 32  # readings kept (images as data URLs: up to about 1 MB each)
+CACHE_TTL_S = 900.0
+PASSAGE_LINES = 12  # an attached file's text is cut into passages of this many lines for the fast path
+PASSAGES_PER_FILE = 2
+PLANNER_CHARS = 3_000  # of the files' text shown to the planner (a small model's context is small)
+ATTACHED_BASE = "attached"  # the `base` of a passage that comes from an attached file
+HOW_READ: dict[str, str] = {"pdf-text": "PDF text with page numbers", "ocr": "OCR text",
+                            "transcript": "a Whisper transcript", "text": "plain text",
+                            "vision": "an image for the model to look at"}
 
 Method = Literal["pdf-text", "ocr", "transcript", "text", "vision"]
 
@@ -82,10 +103,84 @@ class Attachments(BaseModel):
 
     def user_message(self) -> Any:
         """A ControlFlow user message carrying the files, to add to a flow's history
-        (`flow.add_events([attachments.user_message()])`) so every task of it sees them."""
+        (`flow.add_events([attachments.user_message()])`) so every task of it sees them.
+        Without images it is plain text: text-only servers need not parse content parts."""
         from controlflow.events.events import UserMessage
 
+        if not any(f.images for f in self.files):
+            return UserMessage(content="Attached files:\n\n" + self.text())
         return UserMessage(content=self.content_parts())
+
+    def describe(self) -> str:
+        """One line per file for the planner: its name, kind and how it was read."""
+        lines = [f"- {f.name} ({f.kind}; read as {', '.join(HOW_READ[m] for m in f.methods)})" for f in self.files]
+        return ("Files attached to this run; every step is given them (their text, and images to a model "
+                "that sees), so plan no step to find or read them:\n" + "\n".join(lines))
+
+    def planner_context(self, max_chars: int = PLANNER_CHARS) -> str:
+        """What the planner is told: the files, then their text cut to `max_chars`."""
+        text = self.text()
+        cut = text[:max_chars] + ("\n[... the steps get the whole text ...]" if len(text) > max_chars else "")
+        return f"{self.describe()}\n\n{cut}"
+
+    def passages(self, question: str, per_file: int = PASSAGES_PER_FILE) -> list[Passage]:
+        """The files' text as knowledge-base passages for `question`: each file cut into blocks
+        (a PDF by page), the `per_file` blocks sharing most words with the question kept in
+        document order. Their `path` is the file's name, so an answer cites the file."""
+        wanted = _words(question)
+        out: list[Passage] = []
+        for f in self.files:
+            blocks = _blocks(f)
+            ranked = sorted(range(len(blocks)), key=lambda i: (-len(_words(blocks[i].text) & wanted), i))
+            out += [blocks[i] for i in sorted(ranked[:per_file])]
+        return out
+
+    def markdown(self) -> str:
+        """The run's "attachments" artifact: each file, its kind, how it was read."""
+        rows = [f"| {f.name} | {f.kind} | {', '.join(HOW_READ[m] for m in f.methods)} | {len(f.text)} | "
+                f"{len(f.images)} | {f.source} |" for f in self.files]
+        notes = "".join(f"\n\n{note}" for note in self.notes)
+        return ("# Attached files\n\n| file | kind | read as | characters | images | from |\n"
+                "|---|---|---|---|---|---|\n" + "\n".join(rows) + notes)
+
+    def with_notes(self, answer: str) -> str:
+        """`answer` followed by the notes a reader needs (OCR used, a transcript may mishear)."""
+        if not self.notes:
+            return answer
+        return answer + "\n\n" + "\n".join(f"Note: {note}" for note in self.notes)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[^\W_]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}
+
+
+_PAGE_HEAD = re.compile(r"^\[(?P<name>.+), page (?P<page>\d+)\]$")
+
+
+def _blocks(f: AttachedFile) -> list[Passage]:
+    """`f`'s text as passages of at most PASSAGE_LINES lines, PDF pages apart; the header line a
+    reading puts first (OCR, transcript) becomes each passage's heading."""
+    lines = f.text.splitlines()
+    heading = ""
+    if lines and lines[0].startswith(f"[{f.name}") and not _PAGE_HEAD.match(lines[0]):
+        heading, lines = lines[0].strip("[]"), lines[1:]
+    pages: list[tuple[int | None, list[str]]] = [(None, [])]
+    for line in lines:
+        head = _PAGE_HEAD.match(line) if f.kind == "pdf" else None
+        if head:
+            pages.append((int(head["page"]), []))
+        else:
+            pages[-1][1].append(line)
+    out = []
+    for page, body in pages:
+        for start in range(0, len(body), PASSAGE_LINES):
+            chunk = body[start:start + PASSAGE_LINES]
+            if not "".join(chunk).strip():
+                continue
+            out.append(Passage(base=ATTACHED_BASE, path=f.name, line_start=start + 1, line_end=start + len(chunk),
+                               page=page, heading=heading or "attached file", text="\n".join(chunk), score=1.0,
+                               keyword_rank=1))
+    return out
 
 
 def _read_workspace(ws: Workspace, path: str, limits: MediaLimits) -> bytes:
@@ -95,8 +190,11 @@ def _read_workspace(ws: Workspace, path: str, limits: MediaLimits) -> bytes:
     with _root_fd(ws) as root_fd:
         try:
             fd, st, _ = _open_file(ws, root_fd, parts, path, TOOL)
-        except (FileNotFoundError, IsADirectoryError) as exc:
-            raise MediaRefused(TOOL, f"{exc}") from None
+        except FileNotFoundError:
+            raise MediaRefused(TOOL, f"there is no file {path!r} in the workspace {ws.root}; give a path "
+                                     "relative to that folder, or run in the folder the file is in") from None
+        except IsADirectoryError:
+            raise MediaRefused(TOOL, f"{path!r} is a folder; attach the files in it one by one") from None
         with os.fdopen(fd, "rb") as handle:
             refuse_if(st.st_size > limits.max_file_bytes, TOOL,
                       f"{path} is {st.st_size / 1e6:.1f} MB, over the {limits.max_file_bytes / 1e6:.0f} MB limit "
@@ -167,6 +265,27 @@ def _read_one(path: Path, name: str, kind: str, limits: MediaLimits, settings: S
     return ["text"], f"[{name}]\n{text[:text_limit]}" + ("\n[... cut at the read limit ...]" if cut else ""), []
 
 
+_cache: OrderedDict[tuple[Any, ...], tuple[float, list[Method], str, list[str]]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cached(key: tuple[Any, ...]) -> tuple[list[Method], str, list[str]] | None:
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is None or time.monotonic() - hit[0] > CACHE_TTL_S:
+            _cache.pop(key, None)
+            return None
+        _cache.move_to_end(key)
+        return hit[1], hit[2], hit[3]
+
+
+def _keep(key: tuple[Any, ...], reading: tuple[list[Method], str, list[str]]) -> None:
+    with _cache_lock:
+        _cache[key] = (time.monotonic(), *reading)
+        while len(_cache) > CACHE_FILES:
+            _cache.popitem(last=False)
+
+
 def prepare_attachments(sources: list[str], *, settings: Settings | None = None, workspace: Path | str | None = None,
                         vision: bool | None = None, needs_vision: bool = False) -> Attachments:
     """Check and read every attached file; raises before any task runs if one cannot be used.
@@ -193,20 +312,16 @@ def prepare_attachments(sources: list[str], *, settings: Settings | None = None,
             kind = kind_of(name, TOOL)  # an unsupported kind is refused before it is read
             data = (fetch_bytes(source, HttpPolicy.from_settings(settings), limits.max_file_bytes)
                     if _is_url(source) else _read_workspace(ws, source, limits))
-            local = Path(tmp) / f"{index}-{name}"
-            local.write_bytes(data)
-            check_size(local, limits, TOOL)
-            methods, text, shots = _read_one(local, name, kind, limits, settings, support, needs_vision,
-                                             ws.max_read_bytes)
+            key = (hashlib.sha256(data).hexdigest(), name, support.vision, needs_vision,
+                   limits.model_dump_json(), ws.max_read_bytes)
+            reading = _cached(key)
+            if reading is None:
+                local = Path(tmp) / f"{index}-{name}"
+                local.write_bytes(data)
+                check_size(local, limits, TOOL)
+                reading = _read_one(local, name, kind, limits, settings, support, needs_vision, ws.max_read_bytes)
+                _keep(key, reading)
+            methods, text, shots = reading
             files.append(AttachedFile(source=source, name=name, kind=kind, methods=methods, text=text, images=shots))
     return Attachments(files=files, vision=support)
 
-
-def objective_with_attachments(objective: str, attachments: Attachments) -> str:
-    """The files' text (images only as their OCR text), then the objective, for callers that
-    pass text alone, like `foreman run --file` until the planner takes attachments itself.
-    The objective comes last so that a question still ends the text (the router reads that)."""
-    if not attachments.files:
-        return objective
-    notes = "".join(f"\n(Note for the answer: {note})" for note in attachments.notes)
-    return f"Attached files:\n\n{attachments.text()}{notes}\n\n{objective}"

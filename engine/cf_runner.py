@@ -2,7 +2,9 @@
 
 The agent gets no agent-level tools here: the node's grants are task-level (only
 while this sub-task runs), plus the flow-level tools every agent of the run shares.
-Results of the sub-tasks it depends on are its context, by id. Agent choice for a
+Results of the sub-tasks it depends on are its context, by id; the files the step is
+given (`SubTask.files`) are a user message in its flow's history, so a vision model gets
+the images and a text-only one their text. Agent choice for a
 capability reads each agent's record from the run store: best success rate, then
 lowest latency; an agent that keeps failing rests for a cool-down (circuit breaker),
 and a retry goes to an agent not yet tried when there is one.
@@ -24,6 +26,7 @@ from foreman.agents.registry import AgentRegistry
 from foreman.agents.schemas import BUILTIN_SCHEMAS
 from foreman.cf_adapter.handlers import UsageCounter
 from foreman.cf_adapter.taskrun import private_flow, run_task
+from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.eligibility import agent_table, eligible_agents, why_nobody
 from foreman.engine.executor import Usage
 from foreman.engine.plan import ResultKind, SubTask
@@ -132,6 +135,13 @@ class ControlFlowRunner:
         kind = sub.result.value if isinstance(sub.result, ResultKind) else sub.result
         return RESULT_TYPES.get(kind) or SCHEMAS[kind]
 
+    def attachments(self, sub: SubTask) -> Attachments | None:
+        """The step's files, read for the run's model. Checked when the run started, so this is
+        the reading then kept (see `engine.attachments`), or the same reading done again."""
+        if not sub.files:
+            return None
+        return prepare_attachments(sub.files, settings=self.settings, workspace=self.policy.workspace)
+
     def run(self, sub: SubTask, inputs: dict[str, Any], agent: str | None, max_llm_calls: int, usage: Usage) -> Any:
         if sub.script is not None or agent is None:
             return run_script(sub.script, timeout_s=sub.timeout_s, base=self.script_base, inputs=inputs)
@@ -150,6 +160,9 @@ class ControlFlowRunner:
             tools=build_tools(sub.tools, self.env),
         )
         flow = private_flow(name=sub.id, tools=build_tools(list(self.policy.flow_tools), self.env))
+        attached = self.attachments(sub)
+        if attached is not None:
+            flow.add_events([attached.user_message()])
         value = run_task(task, audit=self.env.audit, max_llm_calls=max_llm_calls, flow=flow,
                          extra_handlers=[UsageCounter(usage)])
         return value.model_dump(mode="json") if isinstance(value, BaseModel) else value

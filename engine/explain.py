@@ -105,6 +105,11 @@ def write_answer(objective: str, answer: str, sources: list[str] | None = None) 
           description=answer[:300] + ("…" if len(answer) > 300 else ""))  # the card shows it
 
 
+def write_attachments(markdown: str, description: str) -> None:
+    """The "attachments" artifact of a run given files: each file, its kind and how it was read."""
+    _safe(create_markdown_artifact, key="attachments", markdown=markdown, description=description[:300])
+
+
 def _safe(fn: Any, **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)

@@ -49,6 +49,11 @@ class SubTask(BaseModel):
     capability: str | None = Field(default=None, description="Pick the best agent with this capability.")
     script: ScriptStep | None = Field(default=None, description="Run this script instead of an agent.")
     tools: list[str] = Field(default_factory=list, description="Tools granted to this sub-task only.")
+    files: list[str] = Field(
+        default_factory=list, max_length=20,
+        description="Files this step's agent is given (workspace paths or URLs on the allowed hosts): their text, "
+        "and images to a model that sees. Read when the run starts, so a bad file stops it before anything runs.",
+    )
     depends_on: list[str] = Field(default_factory=list)
     result: ResultKind | str = Field(
         default=ResultKind.TEXT, description="A ResultKind, or the name of a registered schema."
@@ -76,8 +81,9 @@ class SubTask(BaseModel):
     max_llm_calls: int = Field(default=6, ge=1, le=50)
 
     def fingerprint(self) -> str:
-        """Changes when anything that affects the sub-task's result changes."""
-        return _digest(self.model_dump(mode="json", exclude=RUN_ONLY_FIELDS))
+        """Changes when anything that affects the sub-task's result changes. A step without
+        files has the fingerprint it had before steps took files (so resuming still matches)."""
+        return _digest(self.model_dump(mode="json", exclude=RUN_ONLY_FIELDS | (set() if self.files else {"files"})))
 
 
 class Plan(BaseModel):

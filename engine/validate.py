@@ -93,6 +93,9 @@ def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
                 err(task.id, "script", "a script step has no agent or capability; remove them or the script")
             if task.tools:
                 err(task.id, "tools", "a script step gets no agent tools; remove them")
+            if task.files:
+                err(task.id, "files", "a script step is given no files (no agent reads them); pass the paths "
+                                      "in script.args, or attach them to an agent step")
         for tool in task.tools:
             if not scope.policy.permits(tool):
                 err(task.id, "tools", scope.policy.why_not(tool))

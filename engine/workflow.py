@@ -10,6 +10,7 @@
         agent: researcher
         instructions: Summarize the anomalies in the collected logs.
         tools: [read_file]
+        files: [docs/runbook.pdf]            # this step's agent is given the file (text, or images)
         depends_on: [collect]
         condition: collect.count > 0
 
@@ -20,6 +21,9 @@ Loading checks everything plan validation checks, plus that script paths exist; 
 error names the file, the step and the field, and nothing runs from a bad file. A key
 Foreman does not know (`aproval: true`) or a key given twice is an error, not ignored:
 either would silently change what runs (no approval point, the last value winning).
+A step's `files:` (workspace paths, or URLs on the allowed hosts) are read before the run
+starts (`check_step_files`): a missing file, or an image that needs a vision model the run
+does not have, stops it there, with the step named; only that step's agent gets them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import difflib
 import json
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,7 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from foreman.engine.params import Param, declare, resolve, substitute
 from foreman.engine.plan import Plan, ScriptStep, SubTask
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
-from foreman.errors import WorkflowError
+from foreman.errors import ForemanError, WorkflowError
+
+if TYPE_CHECKING:
+    from foreman.settings import Settings
 
 
 class Schedule(BaseModel):
@@ -271,7 +278,8 @@ def _with_params(step: SubTask, values: dict[str, Any], declared: Collection[str
         return out
 
     update: dict[str, Any] = {"title": text("title", step.title),
-                              "instructions": text("instructions", step.instructions)}
+                              "instructions": text("instructions", step.instructions),
+                              "files": [text(f"files[{i}]", f) for i, f in enumerate(step.files)]}
     if step.condition:
         update["condition"] = text("condition", step.condition, literal=True)
     if step.script is not None:
@@ -336,6 +344,27 @@ def load_workflow(path: str | Path, scope: PlanScope, params: dict[str, Any] | N
         raise WorkflowError(path, [str(e) for e in exc.errors]) from None
     return Workflow(name=spec.name, description=spec.description, schedule=spec.schedule, path=path, plan=valid,
                     workspace=workspace, params=declared, values=values)
+
+
+def check_step_files(workflow: Workflow, workspace: Path, settings: Settings | None = None, *,
+                     skip_blank: bool = False) -> None:
+    """Read every step's `files:` as its run will (in `workspace`, for the run's model), or raise
+    `WorkflowError` naming each step whose file cannot be used and why. The readings are kept,
+    so the steps then get them without reading again (see `engine.attachments`). `skip_blank`:
+    a check without every param leaves out files a missing param (its blank stand-in) names."""
+    from foreman.engine.attachments import prepare_attachments
+
+    errors = []
+    for step in workflow.plan.plan.tasks:
+        files = [f for f in step.files if f.strip() or not skip_blank]
+        if not files:
+            continue
+        try:
+            prepare_attachments(files, settings=settings, workspace=workspace)
+        except ForemanError as exc:  # every way a file is refused: format, size, place, vision, setup
+            errors.append(f"{step.id}.files: {exc}")
+    if errors:
+        raise WorkflowError(workflow.path, errors)
 
 
 def skeleton(folder: str | Path) -> str:

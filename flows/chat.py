@@ -9,6 +9,11 @@ A bigger request goes to the planner: a message starting `/plan`, or the agent c
 `hand_to_planner`; the planner's answer is the turn's reply. Every few turns (and when a
 chat ends) durable facts move from the thread into long-term memory.
 
+Files given with a turn (`files`) are read before anything is stored, go into that turn only
+(a user message in its flow: text, or images for a model that sees), and are kept in the
+thread as "[attached NAME]", not their text: consolidation reads the thread, so a file's
+text never becomes a long-term memory verbatim.
+
 `forget-user` and `memory-list` are the same controls as `foreman memory` for the UI.
 """
 
@@ -28,6 +33,7 @@ from pydantic import BaseModel, Field
 from foreman.agents.models import describe_model
 from foreman.agents.registry import AgentRegistry, build_agent, registry
 from foreman.cf_adapter.taskrun import private_flow, run_task
+from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.policy import RunPolicy, permission_for, tool_env
 from foreman.errors import ConfigurationError, ThreadRefused
 from foreman.flows.forms import offer_form
@@ -66,6 +72,7 @@ class ChatTurnResult(BaseModel):
     memories: list[str] = Field(default_factory=list, description="Long-term facts recalled for this turn.")
     planner_run: str | None = Field(default=None, description="The plan-and-run flow run a bigger request went to.")
     consolidated: int = Field(default=0, description="Facts this turn moved into long-term memory.")
+    attached: list[str] = Field(default_factory=list, description="Names of the files given with this turn.")
 
 
 def tag_run(user: str) -> None:
@@ -121,14 +128,16 @@ def handoff_tool(asked: list[str], audit: AuditLog) -> Any:
     return GuardedTool.from_function(audited("hand_to_planner", hand_to_planner, audit), name="hand_to_planner")
 
 
-def run_planner(user: str, objective: str, workspace: str | None, ground: bool) -> tuple[str, str | None]:
+def run_planner(user: str, objective: str, workspace: str | None, ground: bool,
+                files: list[str] | None = None) -> tuple[str, str | None]:
     """Run the planner on `objective` as a subflow tagged with the user; (answer, its flow run id).
 
-    The planner's run has no user: it cannot read or write anyone's memory."""
+    The planner's run has no user: it cannot read or write anyone's memory. It gets the turn's files."""
     from foreman.flows.planner import plan_and_run
 
     with tags(f"user:{user}"):
-        state = plan_and_run(objective=objective, workspace=workspace, ground=ground, return_state=True)
+        state = plan_and_run(objective=objective, workspace=workspace, ground=ground, files=files or None,
+                             return_state=True)
     run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
     try:
         result = state.result()
@@ -145,16 +154,20 @@ class ChatTurnForm(BaseModel):
     thread: str | None = Field(default=None, title="Thread",
                                description="Continue this thread (`foreman memory list`); empty starts a new one.")
     agent: str = Field(default="generalist", title="Agent", description="Who answers (`foreman agents`).")
+    files: list[str] | None = Field(default=None, title="Attached files",
+                                    description="Workspace paths or URLs on the allowed hosts, for this turn only.")
 
 
 @flow(name="chat-turn", log_prints=True, persist_result=True, **FAILURE_HOOKS)
 def chat_turn(user: str, message: str, thread: str | None = None, agent: str = "generalist",
-              workspace: str | None = None, max_llm_calls: int = 4, ground: bool = True) -> ChatTurnResult:
+              workspace: str | None = None, max_llm_calls: int = 4, ground: bool = True,
+              files: list[str] | None = None) -> ChatTurnResult:
     """Answer `message` from `user` in `thread` (a new thread when None), with its history and their memories.
 
     An unknown thread id is an error (listing the user's threads), never a silent new thread;
     another user's thread is refused and audited. `ground` is passed to the planner when the
-    turn hands it a job.
+    turn hands it a job. `files` are read first (a bad one fails the turn before anything is
+    stored) and given to this turn, and to the planner if it hands a job over.
     """
     settings = get_settings()
     user = check_user(user)
@@ -166,6 +179,7 @@ def chat_turn(user: str, message: str, thread: str | None = None, agent: str = "
     spec = registry.get(agent)
     policy = RunPolicy.build(settings=settings, workspace=workspace, user=user,
                              allowed_tools=[*(t for t in spec.tools if permission_for(t) is None), *MEMORY_TOOLS])
+    attached = prepare_attachments(files, settings=settings, workspace=policy.workspace) if files else None
     env = tool_env(policy, settings)
     store = memory_store(settings)
     info, new = open_thread(store, env.audit, user, thread)
@@ -174,7 +188,8 @@ def chat_turn(user: str, message: str, thread: str | None = None, agent: str = "
     window = build_history(store, user, info.id, budget)
     recalled = [f.content for f in recall(user, message, RECALL_K, settings=settings)]
     run_id = str(FlowRunContext.get().flow_run.id)
-    store.add_turn(user, info.id, "user", message, count_tokens(message), run_id=run_id)
+    said = said_with(message, attached)
+    store.add_turn(user, info.id, "user", said, count_tokens(said), run_id=run_id)
 
     asked: list[str] = []
     planner_run = None
@@ -189,11 +204,14 @@ def chat_turn(user: str, message: str, thread: str | None = None, agent: str = "
         task = cf.Task(clip_tokens(message, budget), name="chat-reply", result_type=str,
                        instructions=INSTRUCTIONS.format(user=user), context=context_for(window, recalled),
                        agents=[chat_agent], tools=[handoff_tool(asked, env.audit)])
+        turn_flow = private_flow(name="chat-turn")
+        if attached is not None:
+            turn_flow.add_events([attached.user_message()])
         with as_user(user):
-            reply = run_task(task, audit=env.audit, max_llm_calls=max_llm_calls,
-                             flow=private_flow(name="chat-turn"))
+            reply = run_task(task, audit=env.audit, max_llm_calls=max_llm_calls, flow=turn_flow)
+        reply = attached.with_notes(str(reply)) if attached is not None else reply
     if asked:
-        answer, planner_run = run_planner(user, asked[0], workspace, ground)
+        answer, planner_run = run_planner(user, asked[0], workspace, ground, files)
         reply = f"{reply}\n\n{answer}".strip()
     store.add_turn(user, info.id, "assistant", str(reply), count_tokens(str(reply)), run_id=run_id)
 
@@ -205,7 +223,15 @@ def chat_turn(user: str, message: str, thread: str | None = None, agent: str = "
              f", {added} fact(s) consolidated" if added else "")
     return ChatTurnResult(user=user, thread=info.id, reply=str(reply), new_thread=new, history_tokens=window.tokens,
                           summarized_turns=store.thread(user, info.id).summarized_upto, memories=recalled,
-                          planner_run=planner_run, consolidated=added)
+                          planner_run=planner_run, consolidated=added,
+                          attached=[f.name for f in attached.files] if attached is not None else [])
+
+
+def said_with(message: str, attached: Attachments | None) -> str:
+    """The user's turn as the thread keeps it: the message, and the files' names, not their text."""
+    if attached is None or not attached.files:
+        return message
+    return message + "\n" + "\n".join(f"[attached {f.name} ({f.kind})]" for f in attached.files)
 
 
 offer_form(chat_turn, ChatTurnForm)

@@ -5,6 +5,12 @@ planner); the engine runs ready sub-tasks in parallel, retries, replans when a s
 fails for good, stays within budgets, and keeps finished results so a re-run resumes.
 Every step is explained as Prefect artifacts, progress is told from the first second
 (planning included), and the answer is an artifact and the flow run's persisted result.
+
+Files attached to a run (`files`) are read first, before anything else runs, so a bad file
+or an image the model cannot see stops the run at once. Then the planner is told which
+files there are and what they hold, every agent step is given them (`SubTask.files`: a
+vision model gets the images), the fast path answers from their text, citing each file by
+name, and the answer ends with the notes on how they were read (OCR, transcripts).
 """
 
 from __future__ import annotations
@@ -37,8 +43,10 @@ from foreman.engine.answer import (
     route,
     style_for,
 )
+from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.cf_runner import build_scope
-from foreman.engine.explain import ProgressArtifact, write_answer
+from foreman.engine.executor import ReplanRequest
+from foreman.engine.explain import ProgressArtifact, write_answer, write_attachments
 from foreman.engine.grounding import ANSWER_RULE, PLANNER_RULE, Grounding, format_passages, ground
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
@@ -89,22 +97,53 @@ def make_planner(scope: PlanScope, settings: Settings, env: ToolEnv) -> Planner:
 
 
 def plan_objective(objective: str, *, allowed_tools: list[str] | None = None, allow_write: bool = False,
-                   allow_code: bool = False, workspace: str | None = None, grounded: bool = True) -> PlanningOutcome:
+                   allow_code: bool = False, workspace: str | None = None, grounded: bool = True,
+                   files: list[str] | None = None) -> PlanningOutcome:
     """Plan without running (what `foreman plan` shows): the planner sees what grounding found,
-    as in a run. (A question the passages answer would not be planned by `plan_and_run`.)"""
+    and the attached `files`, as in a run. (A question the passages answer would not be planned
+    by `plan_and_run`.) The plan's agent steps list the files, as a run's do."""
     settings = get_settings()
     policy = RunPolicy.build(settings=settings, workspace=workspace, allowed_tools=allowed_tools,
                              allow_write=allow_write, allow_code=allow_code)
+    attached = prepare_attachments(files, settings=settings, workspace=policy.workspace) if files else None
     env = tool_env(policy, settings)
     scope = build_scope(registry, policy)
     lessons = run_store().similar_runs(objective)
     planner = make_planner(scope, settings, env)
-    passages = format_passages(ground(objective, policy, settings=settings), rule=PLANNER_RULE) if grounded else None
+    found = ground(objective, policy, settings=settings) if grounded else None
     token = _planning_calls.set(PlanningCalls(planner.max_llm_calls * (1 + planner.max_repairs), None))
     try:
-        return planner.plan(objective, lessons=lessons, passages=passages or None)
+        outcome = planner.plan(objective, lessons=lessons, passages=planner_passages(found, attached))
     finally:
         _planning_calls.reset(token)
+    if not files:
+        return outcome
+    return outcome.model_copy(update={"valid": outcome.valid.model_copy(
+        update={"plan": with_files(outcome.valid.plan, files)})})
+
+
+def planner_passages(found: Grounding | None, attached: Attachments | None) -> str | None:
+    """What the planner is told before it plans: the attached files, then the passages found."""
+    parts = [attached.planner_context() if attached is not None else "",
+             format_passages(found, rule=PLANNER_RULE) if found is not None else ""]
+    return "\n\n".join(p for p in parts if p) or None
+
+
+def with_files(plan: Plan, files: list[str] | None) -> Plan:
+    """`plan` with the run's files given to every agent step (scripts read their own input)."""
+    if not files:
+        return plan
+    tasks = [t if t.script is not None else t.model_copy(update={"files": list(dict.fromkeys([*files, *t.files]))})
+             for t in plan.tasks]
+    return plan.model_copy(update={"tasks": tasks})
+
+
+def with_attachments(grounding: Grounding | None, attached: Attachments | None, objective: str) -> Grounding | None:
+    """The grounding with the attached files' best-matching blocks first: the person gave them for this."""
+    if attached is None or not attached.files:
+        return grounding
+    base = grounding if grounding is not None else Grounding(query=objective)
+    return base.model_copy(update={"passages": attached.passages(objective) + base.passages})
 
 
 def synthesize(objective: str, report: RunReport, settings: Settings, env: ToolEnv,
@@ -155,6 +194,9 @@ class PlannerForm(BaseModel):
                          description="Find passages in the workspace's index before any model call.")
     knowledge_bases: list[str] | None = Field(default=None, title="More knowledge bases",
                                               description="Ingested bases to search besides the workspace's own.")
+    files: list[str] | None = Field(default=None, title="Attached files",
+                                    description="Workspace paths or URLs on the allowed hosts (PDF, image, audio, "
+                                                "text), given to the planner and every step.")
 
 
 @flow(name="plan-and-run", task_runner=task_runner(), log_prints=True,
@@ -176,13 +218,16 @@ def plan_and_run(
     approve_in: Literal["ui", "terminal"] = "ui",
     ground: bool = True,
     knowledge_bases: list[str] | None = None,
+    files: list[str] | None = None,
 ) -> PlanRunResult:
     """Plan `objective` into sub-tasks and run them; return the synthesized answer.
 
     First the workspace's index is brought up to date and searched (`ground`): a question the
     passages answer gets one grounded model call (the fast path); otherwise the planner, each
     agent step and the answer are given the passages for what they do. `knowledge_bases`:
-    ingested bases searched besides the workspace's own (an unknown one is refused).
+    ingested bases searched besides the workspace's own (an unknown one is refused). `files`:
+    workspace paths or URLs on the allowed hosts, read before anything else (a bad one fails the
+    run before it plans), shown to the planner, given to every agent step and the fast path.
 
     A run that ends FAILED raises `RunFailed` (its `.result` keeps what finished).
     `resume` re-runs an earlier run (its run key) without redoing finished sub-tasks.
@@ -193,7 +238,7 @@ def plan_and_run(
         return _plan_and_run(objective, run_id, workspace=workspace, allowed_tools=allowed_tools,
                              allow_write=allow_write, allow_code=allow_code, resume=resume, plan=plan,
                              approval_timeout_s=approval_timeout_s, approve_in=approve_in, grounded=ground,
-                             knowledge_bases=knowledge_bases,
+                             knowledge_bases=knowledge_bases, files=files,
                              budgets=Budgets(max_llm_calls=max_llm_calls, max_tokens=max_tokens,
                                              max_wall_s=max_wall_s, max_replans=max_replans,
                                              max_concurrency=max_concurrency))
@@ -205,7 +250,7 @@ offer_form(plan_and_run, PlannerForm)
 def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed_tools: list[str] | None,
                   allow_write: bool, allow_code: bool, resume: str | None, plan: Plan | None,
                   approval_timeout_s: int, approve_in: str, grounded: bool, knowledge_bases: list[str] | None,
-                  budgets: Budgets) -> Any:
+                  budgets: Budgets, files: list[str] | None = None) -> Any:
     log = get_run_logger()
     settings = get_settings()
     log.info(describe_model(settings))
@@ -214,32 +259,37 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
                              allow_write=allow_write, allow_code=allow_code)
     if knowledge_bases:
         policy = policy.with_bases(require_bases(knowledge_bases, settings))
+    attached = attach_step(files, policy, settings, run_id) if files else None  # before anything else runs
     env = tool_env(policy, settings)
     scope = build_scope(registry, policy)
     store = run_store()
     run_key = run_key_for(resume, run_id, store)
     planner = make_planner(scope, settings, env)
     fresh = plan is None and store.stored_plan(run_key) is None
-    grounding = grounding_step(objective, policy, settings, run_id) if grounded else None
-    decided = route(objective, grounding) if grounding is not None and fresh else None  # a given plan runs as given
-    if decided is not None:
+    found = grounding_step(objective, policy, settings, run_id) if grounded else None
+    grounding = with_attachments(found, attached, objective)
+    decided = route_with_files(objective, grounding, attached) if grounding is not None and fresh else None
+    if decided is not None:  # (a given plan runs as given)
         log.info("route: %s (%s)", decided.kind, decided.reason)
     if grounding is not None and decided is not None and decided.kind == "answer":
-        return _answer_directly(objective, run_key, grounding, decided, settings, store, started)
+        return _answer_directly(objective, run_key, grounding, decided, settings, store, started, attached)
 
-    passages = format_passages(grounding, rule=PLANNER_RULE) if grounding else None
+    passages = planner_passages(found, attached)
     valid, repaired = planning(objective, plan, run_key, store, planner, scope, run_id, passages)
+    if files:
+        valid = valid.model_copy(update={"plan": with_files(valid.plan, files)})
     log.info("plan: %s", " | ".join(f"{t.id}<-{','.join(t.depends_on) or '-'}" for t in valid.plan.tasks))
     store.record_run(run_key, objective, RunStatus.RUNNING.value, None, valid.plan.model_dump(mode="json"), [],
                      started, 0.0, "running")
 
     report = execute_plan(valid, run_key, policy=policy, env=env, scope=scope, agents=registry, settings=settings,
-                          store=store, budgets=budgets, replanner=planner.replan,
+                          store=store, budgets=budgets, replanner=replanner_with_files(planner, files),
                           approver=approver_for(approve_in, env.audit, approval_timeout_s),
                           grounded_objective=objective if grounded else None)
 
     publish(Progress(phase="answering", text="writing the answer", percent=100.0))
     answer = synthesize(objective, report, settings, env, grounding)
+    answer = attached.with_notes(answer) if attached is not None else answer
     sources = (grounding.sources if grounding else []) + [s for found in report.sources.values() for s in found]
     write_answer(objective, answer, list(dict.fromkeys(sources)))
     log.info("answer (in full: the run's \"answer\" artifact): %s", answer[:500] + ("…" if len(answer) > 500 else ""))
@@ -251,6 +301,44 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
                        sources=sources, route=decided.reason if decided else None)
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result, not_run_reasons(report))
+
+
+def attach_step(files: list[str], policy: RunPolicy, settings: Settings, run_id: str) -> Attachments:
+    """The attached files read, as a task run of its own ("attach" in the UI), with an
+    "attachments" artifact listing each file and how it was read. A bad file fails it,
+    and the run, before any search, plan or step."""
+
+    @task(name="attach", task_run_name="attach files", cache_policy=NO_CACHE, persist_result=False)
+    def attach() -> Attachments:
+        attached = prepare_attachments(files, settings=settings, workspace=policy.workspace)
+        get_run_logger().info("attached: %s", "; ".join(
+            f"{f.name} ({f.kind}, {'+'.join(f.methods)})" for f in attached.files))
+        write_attachments(attached.markdown(), ", ".join(f.name for f in attached.files))
+        return attached
+
+    publish(Progress(phase="planning", text="reading the attached files", percent=0.0, run_id=run_id))
+    return attach()
+
+
+def route_with_files(objective: str, grounding: Grounding, attached: Attachments | None) -> Route:
+    """`route`, except that an attached image for a vision model (or a PDF page without text,
+    drawn for it) needs a step that looks at it: the fast path's one call takes text only."""
+    unread = [f.name for f in attached.files if f.images and (f.kind == "image" or "(no text on this page)" in f.text)
+              ] if attached is not None else []
+    if unread:
+        return Route(kind="plan", reason=f"{', '.join(unread)} must be looked at, by a step")
+    return route(objective, grounding)
+
+
+def replanner_with_files(planner: Planner, files: list[str] | None) -> Any:
+    """The planner's revisions, their agent steps given the run's files like the first plan's."""
+    if not files:
+        return planner.replan
+
+    def replan(request: ReplanRequest) -> Plan:
+        return with_files(planner.replan(request), files)
+
+    return replan
 
 
 def grounding_step(objective: str, policy: RunPolicy, settings: Settings, run_id: str) -> Grounding:
@@ -270,7 +358,7 @@ def grounding_step(objective: str, policy: RunPolicy, settings: Settings, run_id
 
 
 def _answer_directly(objective: str, run_key: str, grounding: Grounding, decided: Route, settings: Settings,
-                     store: RunStore, started: float) -> Any:
+                     store: RunStore, started: float, attached: Attachments | None = None) -> Any:
     """The fast path: one grounded model call answers the question; the run is recorded like any other."""
 
     @task(name="answer", task_run_name="answer", cache_policy=NO_CACHE, persist_result=False)
@@ -280,11 +368,12 @@ def _answer_directly(objective: str, run_key: str, grounding: Grounding, decided
     publish(Progress(phase="answering", text="answering from the passages", percent=50.0))
     answered = answer()
     report = fast_path_report(objective, run_key, decided, answered, started)
-    write_answer(objective, answered.text, answered.sources)
+    text = attached.with_notes(answered.text) if attached is not None else answered.text
+    write_answer(objective, text, answered.sources)
     get_run_logger().info("answer: %s", answered.answer[:500])
     store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
                      started, time.time() - started, _summary(report))
-    result = result_of(report, objective=objective, answer=answered.text, started=started,
+    result = result_of(report, objective=objective, answer=text, started=started,
                        sources=answered.sources, route=decided.reason)
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result)

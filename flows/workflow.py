@@ -38,7 +38,7 @@ from foreman.engine.runs import (
 )
 from foreman.engine.store import run_store
 from foreman.engine.task_runners import task_runner
-from foreman.engine.workflow import Workflow, WorkflowError, load_workflow
+from foreman.engine.workflow import Workflow, WorkflowError, check_step_files, load_workflow
 from foreman.errors import ConfigurationError
 from foreman.flows.approval import approver_for
 from foreman.flows.forms import offer_form, workflow_form
@@ -54,12 +54,15 @@ def prepare_workflow(path: str | Path, params: dict[str, Any] | None, *, workspa
     """The workflow and the policy a run of it gets, or the error that stops it.
 
     The flow calls it first; `foreman workflow run` calls it before a flow run exists, so a bad
-    file, param or folder is one line and exit code 2, never a Failed run."""
+    file, param, folder or attached file (a step's `files:`) is one line and exit code 2, never a
+    Failed run."""
     asked = RunPolicy.build(settings=settings, workspace=workspace, allow_write=allow_write, allow_code=allow_code,
                             check_workspace=False)
     workflow = load_workflow(path, build_scope(registry, asked), params)
     folder = workflow.workspace if workspace is None and workflow.workspace is not None else asked.workspace
-    return workflow, asked.narrow(workflow.tools, f"workflow {workflow.name}").in_workspace(folder)
+    policy = asked.narrow(workflow.tools, f"workflow {workflow.name}").in_workspace(folder)
+    check_step_files(workflow, policy.workspace, settings)
+    return workflow, policy
 
 
 class RunWorkflowForm(BaseModel):

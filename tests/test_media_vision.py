@@ -130,6 +130,36 @@ def test_an_attached_image_reaches_a_vision_model_as_image_content(
     assert "backup service" in texts  # the text file rode along with the image (cross-modal)
 
 
+def test_a_run_with_an_attached_image_sends_it_to_the_vision_model_in_the_step_request(
+        workspace: Path, foreman_home: Path, vision_server: str, monkeypatch: pytest.MonkeyPatch,
+        prefect_server: None) -> None:
+    """`plan_and_run(files=...)`: the step's flow history carries the image, so the request body does."""
+    from foreman.engine.plan import Plan, SubTask
+    from foreman.flows.planner import plan_and_run
+    from foreman.settings import reset_settings
+
+    monkeypatch.setenv("FOREMAN_MODEL", "openai-compatible/vision-test")
+    monkeypatch.setenv("FOREMAN_BASE_URL", vision_server)
+    monkeypatch.setenv("FOREMAN_MODEL_VISION", "true")
+    reset_settings()
+    _square(workspace / "square.png")
+    (workspace / "note.txt").write_text("The square is the logo of the backup service.\n")
+    step = SubTask(id="look", title="Look", instructions="Say what shape and colour the attached image shows.",
+                   agent="generalist")
+    result = plan_and_run("What is in the image?", workspace=str(workspace), ground=False,
+                          files=["square.png", "note.txt"], plan=Plan(tasks=[step]))
+
+    assert result.statuses == {"look": "COMPLETED"}
+    looked = [b for b in _Recorder.bodies if "Say what shape and colour" in json.dumps(b["messages"])]
+    assert looked, "the step's request reached the server"
+    parts = [p for m in looked[0]["messages"] if isinstance(m.get("content"), list) for p in m["content"]]
+    urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
+    assert len(urls) == 1 and urls[0].startswith("data:image/")
+    with Image.open(io.BytesIO(base64.b64decode(urls[0].split(",", 1)[1]))) as img:
+        assert img.convert("RGB").getpixel((img.width // 2, img.height // 2))[0] > 200  # the red square
+    assert "backup service" in " ".join(p.get("text", "") for p in parts)  # the text file rode along
+
+
 def test_an_image_without_text_on_a_text_only_model_is_refused_at_planning(
         workspace: Path, foreman_home: Path) -> None:
     from foreman.engine.attachments import prepare_attachments

@@ -3,7 +3,9 @@
 Readline gives line editing and a history (kept in FOREMAN_HOME/chat_history); Ctrl-D ends
 the chat, which moves the thread's durable facts into long-term memory. The user, the
 thread and the agent are checked before the first flow run, so a misspelt thread or
-another user's thread is refused (exit 2) before anything runs.
+another user's thread is refused (exit 2) before anything runs. So are `--file`s, which go
+with the first message; `/attach PATH` in the chat adds a file to the next message (checked
+by that turn, whose failure is one line: the conversation goes on).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import typer
 from foreman.cli._output import console, errors_console, preflight, reporting, short_tracebacks
 
 HISTORY_LINES = 1000
+ATTACH = "/attach"
 
 
 def default_user() -> str:
@@ -62,9 +65,12 @@ def chat(
     = "generalist",
     workspace: Annotated[Path | None, typer.Option(help="The folder the agent's file tools and the planner "
                                                         "see (default: FOREMAN_WORKSPACE).")] = None,
+    file: Annotated[list[str] | None, typer.Option(
+        "--file", help="Attach a file to your first message: a workspace path or a URL on the allowed hosts "
+                       "(PDF, image, audio, text; repeatable). `/attach PATH` attaches one to the next.")] = None,
 ) -> None:
     """Talk to an agent. Each turn is a `chat-turn` flow run; `/plan ...` hands a bigger job to the planner;
-    Ctrl-D ends (and moves durable facts into long-term memory)."""
+    `/attach PATH` gives the next message a file; Ctrl-D ends (and moves durable facts into long-term memory)."""
     from foreman.agents.registry import registry
     from foreman.settings import get_settings
     from foreman.tools.memory.scope import check_user
@@ -79,6 +85,10 @@ def chat(
             from foreman.tools.memory.service import memory_store
 
             open_thread(memory_store(settings), audit_log(settings.audit_db), name, thread)
+        if file:  # a bad file is refused before the first turn, not after you typed it
+            from foreman.engine.attachments import prepare_attachments
+
+            prepare_attachments(file, settings=settings, workspace=workspace)
     from foreman.flows.chat import chat_turn
 
     short_tracebacks()
@@ -96,9 +106,17 @@ def chat(
             continue
         if not message.strip():
             continue
+        if message.split(maxsplit=1)[0] == ATTACH:
+            path = message.strip()[len(ATTACH):].strip()
+            file = [*(file or []), path] if path else file
+            said = f"attached to your next message: {', '.join(file)}" if file else f"usage: {ATTACH} PATH"
+            console.print(said, style="dim", highlight=False, markup=False, soft_wrap=True)
+            continue
         with reporting():
             state = chat_turn(user=name, message=message, thread=thread, agent=agent,
-                              workspace=str(workspace) if workspace else None, return_state=True)
+                              workspace=str(workspace) if workspace else None, files=file or None,
+                              return_state=True)
+        file = None  # files go with one message
         if state.is_failed():
             try:
                 state.result()

@@ -57,7 +57,8 @@ def run(
                                                       "`foreman knowledge list`).")] = None,
     file: Annotated[list[str] | None, typer.Option(
         "--file", help="Attach a file: a workspace path or a URL on the allowed hosts (PDF, image, audio, "
-                       "text; repeatable). Read before the run: PDF text with page numbers, OCR, transcripts.")] = None,
+                       "text; repeatable). Read before the run: PDF text with page numbers, images for a model "
+                       "that sees (OCR otherwise), transcripts; the planner and every step get them.")] = None,
     as_json: Annotated[bool, JSON] = False,
 ) -> None:
     """Answer OBJECTIVE from the workspace's notes, or plan it into sub-tasks and run them on Prefect."""
@@ -72,11 +73,9 @@ def run(
                           budgets={"max_llm_calls": max_llm_calls, "max_concurrency": max_concurrency},
                           knowledge_bases=kb)
         if file:  # a bad file, or an image that needs eyes the model lacks, is refused here
-            from foreman.engine.attachments import objective_with_attachments, prepare_attachments
+            from foreman.engine.attachments import prepare_attachments
 
-            # vision=False: the planner takes the files as text for now (images via OCR)
-            attached = prepare_attachments(file, workspace=workspace, vision=False)
-            objective = objective_with_attachments(objective, attached)
+            prepare_attachments(file, workspace=workspace)  # the run reads them again (kept: no second OCR)
     show_model(out)
     short_tracebacks()
     with reporting(), quiet_prefect(as_json):
@@ -85,7 +84,7 @@ def run(
                                  allow_write=allow_write, allow_code=allow_code, max_llm_calls=max_llm_calls,
                                  max_concurrency=max_concurrency, resume=resume,
                                  approve_in=approve_in(approve_here), ground=ground, knowledge_bases=kb or None,
-                                 return_state=True)
+                                 files=file or None, return_state=True)
         result = finished_result(state)
         render_result(result, state.state_details.flow_run_id, as_json=as_json)
     if result.status == RunStatus.FAILED:
@@ -101,6 +100,8 @@ def plan(
     allow_code: Annotated[bool, typer.Option(help="Let sub-tasks run Python.")] = False,
     ground: Annotated[bool, typer.Option(help="Show the planner the workspace passages found for OBJECTIVE, "
                                               "as a run does.")] = True,
+    file: Annotated[list[str] | None, typer.Option(
+        "--file", help="Attach a file, as `foreman run --file` does (repeatable).")] = None,
 ) -> None:
     """Show the validated plan for OBJECTIVE without running it: a table and the graph as a tree."""
     from foreman.cli.graph import plan_tree
@@ -112,9 +113,14 @@ def plan(
     out = Console(stderr=True) if as_json or as_mermaid else console
     with preflight():
         check_model()
+        if file:
+            from foreman.engine.attachments import prepare_attachments
+
+            prepare_attachments(file)
     show_model(out)
     with reporting(), quiet_prefect(as_json or as_mermaid), status_line(errors_console, show_link=False):
-        outcome = plan_objective(objective, allow_write=allow_write, allow_code=allow_code, grounded=ground)
+        outcome = plan_objective(objective, allow_write=allow_write, allow_code=allow_code, grounded=ground,
+                                 files=file or None)
     valid = outcome.valid
     if as_json:
         sys.stdout.write(valid.plan.model_dump_json(indent=2) + "\n")
@@ -123,11 +129,12 @@ def plan(
         sys.stdout.write(mermaid(valid.plan) + "\n")
         return
     console.print(Text.assemble(("why: ", "bold"), valid.plan.rationale or "(none given)"))
-    table = Table("id", "title", "agent", "tools", "depends on", "condition")
+    files = any(t.files for t in valid.plan.tasks)
+    table = Table("id", "title", "agent", "tools", *(["files"] if files else []), "depends on", "condition")
     for t in valid.plan.tasks:
         table.add_row(*(Text(str(v)) for v in (t.id, t.title, t.agent or f"capability {t.capability}",
-                                               ", ".join(t.tools) or "-", ", ".join(t.depends_on) or "-",
-                                               t.condition or "-")))
+                                               ", ".join(t.tools) or "-", *([", ".join(t.files) or "-"] if files else []),
+                                               ", ".join(t.depends_on) or "-", t.condition or "-")))
     console.print(table)
     console.print(Text(f"order: {' -> '.join(valid.order)}  (depth {valid.depth}"
                        + (f", repaired after {len(outcome.attempts) - 1} invalid draft(s))" if outcome.repaired

@@ -35,11 +35,13 @@ def check_workflow(file: Path, values: dict[str, str], *, allow_write: bool, all
     from foreman.agents.registry import registry
     from foreman.engine.cf_runner import build_scope
     from foreman.engine.policy import RunPolicy
-    from foreman.engine.workflow import load_workflow
+    from foreman.engine.workflow import check_step_files, load_workflow
 
     policy = RunPolicy.build(allow_write=allow_write, allow_code=allow_code, check_workspace=False)
     workflow = load_workflow(file, build_scope(registry, policy), values, require_params=require_params)
     policy.narrow(workflow.tools, f"workflow {workflow.name}")
+    # as a run in that folder reads them (a file a missing param names cannot be checked yet)
+    check_step_files(workflow, workflow.workspace or policy.workspace, skip_blank=not require_params)
     return workflow
 
 
@@ -84,6 +86,9 @@ def workflow_check(
         forced = workflow.plan.approvals_added
         console.print(Text(f"approval points: {', '.join(approvals)}"
                            + (f" ({', '.join(forced)} because of FOREMAN_APPROVAL_TOOLS)" if forced else "")))
+    for step in workflow.plan.plan.tasks:
+        if step.files:
+            console.print(Text(f"files for {step.id}: {', '.join(step.files)} (read: ok)"))
     for name, spec in workflow.params.items():
         console.print(Text(f"param {name} ({spec.type}): " + ("required" if spec.required else f"default {spec.default!r}")
                            + (f" - {spec.description}" if spec.description else "")))
