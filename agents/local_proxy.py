@@ -19,6 +19,12 @@ This proxy sits in front of it on loopback and, whenever a request carries `tool
 Any OpenAI client (ChatOpenAI, ControlFlow, the `openai` SDK) works unmodified through
 `OPENAI_BASE_URL`. Requests without tools are passed through (history still flattened).
 
+Images (`image_url` content parts) go to llama.cpp unchanged when the server loaded a
+projector (`vision`: FOREMAN_LOCAL_MMPROJ_PATH); the flattening above keeps text only, so
+each user message that carried images gets its original parts back. Without a projector
+a request with an image is refused (400) with what to set, instead of the image being
+silently dropped.
+
 This module is the HTTP app. The request it sends upstream (steps 1-5, and their
 switches) is `agents/local_request.py`, built from `agents/local_prompts.py` and
 `agents/local_answer.py`; the answers of step 6, including what happens when the forced
@@ -46,7 +52,7 @@ from starlette.routing import Route
 
 from foreman.agents import local_request
 from foreman.agents.forcing import tool_name
-from foreman.agents.local_answer import RECORD_PROMPT, words_as_call
+from foreman.agents.local_answer import RECORD_PROMPT, UNREAD, value_from_words, words_as_call
 from foreman.agents.local_prompts import (
     cache_friendly,
     content_text,
@@ -106,13 +112,15 @@ def create_app(
     tool_mode: ToolMode = "forced",
     on_request: Callable[[], None] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    vision: bool = False,
 ) -> Starlette:
     """The proxy app. `upstream_url` is llama.cpp's base (`http://127.0.0.1:PORT`).
 
     `on_request` is called on every model request; the server uses it to reset its
     idle timer. `info` is echoed by `/health` so a caller can check which model it got.
     `transport` replaces the network to llama.cpp (tests use a fake one). `tool_mode`
-    says how tool calls are made (`agents/local_request.py`).
+    says how tool calls are made (`agents/local_request.py`). `vision`: llama.cpp loaded an
+    mmproj, so image parts are passed on; without it a request carrying one is refused.
     """
     stats = ProxyStats()
     dump_path = os.environ.get(DUMP_ENV)
@@ -151,12 +159,23 @@ def create_app(
     async def get_stats(_: Request) -> Response:
         return JSONResponse(stats.model_dump())
 
+    async def chat_until_done(request: Request) -> Response:
+        """A request that takes longer than the idle time (a long generation on a busy machine)
+        must not let the server stop under it: the idle clock restarts when the answer is ready."""
+        try:
+            return await chat(request)
+        finally:
+            if on_request:
+                on_request()
+
     async def chat(request: Request) -> Response:
         try:
             body = await request.json()
         except json.JSONDecodeError:
             return _error(400, "Request body is not JSON.")
-        plan = plan_upstream(body, tool_mode)
+        if has_images(body) and not vision:
+            return _error(400, no_vision_message())
+        plan = with_images(plan_upstream(body, tool_mode), body)
         touch(forced=bool(plan.tool_names))
         if dump_path:
             with open(dump_path, "a") as handle:  # noqa: ASYNC230  (debug only)
@@ -206,10 +225,13 @@ def create_app(
             if isinstance(said, Response):
                 return said
             words, data = said
-            if words and plan.text_result and plan.success_tool:
-                with lock:
-                    stats.answered_in_words += 1
-                return data, words_as_call(words, plan.success_tool), "tool_calls", True
+            if words and plan.success_tool:
+                # A text result is the words; a yes/no, number or choice they state is read by Python.
+                value = words if plan.text_result else value_from_words(words, plan.result_schema)
+                if value is not UNREAD:
+                    with lock:
+                        stats.answered_in_words += 1
+                    return data, words_as_call(value, plan.success_tool), "tool_calls", True
             if words:
                 body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": words},
                                              {"role": "user", "content": RECORD_PROMPT}]}
@@ -301,12 +323,50 @@ def create_app(
             Route("/stats", get_stats),
             Route("/v1/models", models),
             Route("/models", models),
-            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/chat/completions", chat_until_done, methods=["POST"]),
             Route("/chat/completions", chat, methods=["POST"]),
         ],
         lifespan=lifespan,
     )
     return app
+
+
+def _image_parts(content: Any) -> bool:
+    return isinstance(content, list) and any(
+        isinstance(p, dict) and p.get("type") in ("image_url", "input_image") for p in content)
+
+
+def has_images(body: dict[str, Any]) -> bool:
+    """Whether any message of the request carries an image part."""
+    return any(_image_parts(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict))
+
+
+def _restore(messages: list[dict[str, Any]], originals: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**m, "content": originals[m["content"]]}
+            if m.get("role") == "user" and isinstance(m.get("content"), str) and m["content"] in originals else m
+            for m in messages]
+
+
+def with_images(plan: Upstream, body: dict[str, Any]) -> Upstream:
+    """`plan` with each user message that carried images given its original content parts back
+    (found by its flattened text, which the steps before left unchanged)."""
+    originals = {content_text(m["content"]): m["content"] for m in body.get("messages") or []
+                 if isinstance(m, dict) and m.get("role") == "user" and _image_parts(m.get("content"))}
+    if not originals:
+        return plan
+    update: dict[str, Any] = {"body": {**plan.body, "messages": _restore(plan.body.get("messages") or [], originals)}}
+    if plan.words_body is not None:
+        update["words_body"] = {**plan.words_body,
+                                "messages": _restore(plan.words_body.get("messages") or [], originals)}
+    return plan.model_copy(update=update)
+
+
+def no_vision_message() -> str:
+    """What a request with an image is told by a server without a projector (VisionRequired's advice)."""
+    from foreman.agents.vision import HOW_TO_GET_VISION
+
+    return ("this request carries an image, and the embedded model server has no vision projector loaded "
+            f"(FOREMAN_LOCAL_MMPROJ_PATH is unset), so it cannot read images; {HOW_TO_GET_VISION}")
 
 
 def _error(status: int, message: str) -> JSONResponse:

@@ -768,3 +768,23 @@ def test_native_requests_merge_an_agents_text_and_its_call_into_one_assistant_tu
     ])
     assert [m["role"] for m in merged] == ["user", "assistant", "tool"]
     assert merged[1]["content"] == "I will add them." and merged[1]["tool_calls"] == [call]
+
+
+def test_the_idle_clock_restarts_when_a_long_answer_is_ready() -> None:
+    import time
+
+    touched: list[float] = []
+    answered: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.3)  # a long generation
+        answered.append(time.monotonic())
+        return httpx.Response(200, json={"choices": [{"message": {"content": "Paris."}}]})
+
+    text = _tool(SUCCESS_NAME, {"type": "object", "properties": {"result": {"type": "string"}}})
+    app = create_app("http://llama", "tiny", transport=httpx.MockTransport(handle),
+                     on_request=lambda: touched.append(time.monotonic()))
+    with TestClient(app) as client:
+        client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Capital of France?"}], "tools": [text, FAILED]})
+    assert touched[0] < answered[0] <= touched[-1], "touched when it started and again when it was answered"
