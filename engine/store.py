@@ -1,6 +1,7 @@
 """The run store: finished sub-task results (for resuming) and run outcomes (for learning).
 
-SQLite under Foreman's home. Resuming: a finished sub-task's result is saved the
+SQLite under Foreman's home, or PostgreSQL when FOREMAN_DATABASE_URL is set (`PgRunStore`,
+same interface; `run_store()` picks). Resuming: a finished sub-task's result is saved the
 moment it completes, keyed by the run and the sub-task's fingerprint, so re-running a
 crashed or cancelled run redoes none of them. Learning: each run's objective, plan,
 statuses, durations, failures and revisions are kept; the planner is shown the most
@@ -20,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from foreman.db import PgDatabase, app_database
 from foreman.engine.records import NodeStatus
 from foreman.sqlite import SqliteStore
 
@@ -205,8 +207,68 @@ def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
     return dot / norm if norm else 0.0
 
 
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_results (
+    run_key TEXT NOT NULL, node_id TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    agent TEXT, result TEXT NOT NULL, finished_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_key, node_id, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_key TEXT PRIMARY KEY, objective TEXT NOT NULL, status TEXT NOT NULL,
+    stopped_by TEXT, plan TEXT NOT NULL, revisions TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL, duration_s DOUBLE PRECISION NOT NULL, summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_outcomes (
+    run_key TEXT NOT NULL, node_id TEXT NOT NULL, agent TEXT, capability TEXT,
+    status TEXT NOT NULL, duration_s DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL,
+    error TEXT, at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS node_outcomes_agent ON node_outcomes (agent, at);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)
+"""
+
+
+class PgRunStore(RunStore):
+    """The run store in PostgreSQL (schema `foreman_runs`): what every worker process shares.
+
+    Only the upserts differ from SQLite's dialect; every read is the SQLite store's own code."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+        self.path = db.where  # type: ignore[assignment]  (named in messages, as the file is)
+        db.ensure(PG_SCHEMA)
+
+    def _connect(self):  # type: ignore[override]
+        return self.db.connect()
+
+    def save_result(self, run_key: str, node_id: str, fingerprint: str, agent: str | None, result: Any) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO node_results VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_key, node_id, fingerprint)"
+                " DO UPDATE SET agent = EXCLUDED.agent, result = EXCLUDED.result, finished_at = EXCLUDED.finished_at",
+                (run_key, node_id, fingerprint, agent, json.dumps(result, default=str), time.time()),
+            )
+
+    def record_run(self, run_key: str, objective: str, status: str, stopped_by: str | None,
+                   plan: dict, revisions: list[dict], started_at: float, duration_s: float, summary: str) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_key) DO UPDATE SET"
+                " objective = EXCLUDED.objective, status = EXCLUDED.status, stopped_by = EXCLUDED.stopped_by,"
+                " plan = EXCLUDED.plan, revisions = EXCLUDED.revisions, started_at = EXCLUDED.started_at,"
+                " duration_s = EXCLUDED.duration_s, summary = EXCLUDED.summary",
+                (run_key, objective, status, stopped_by, json.dumps(plan), json.dumps(revisions),
+                 started_at, duration_s, summary),
+            )
+
+
 def run_store(path: Path | None = None) -> RunStore:
+    """The run store: the SQLite file at `path`; without one, the app's (FOREMAN_DATABASE_URL's
+    PostgreSQL when set, else runs.sqlite3 under FOREMAN_HOME)."""
     if path is None:
+        pg = app_database("foreman_runs")
+        if pg is not None:
+            return PgRunStore(pg)
         from foreman.settings import get_settings
 
         path = get_settings().home / "runs.sqlite3"

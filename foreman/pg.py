@@ -10,6 +10,12 @@ refuses to run as root, so as root the cluster is created and started as the `po
 system user (the Debian package creates it). `stop()` (or leaving the `with`) stops the
 server with a fast shutdown (SIGINT) and waits for it: no process is left behind.
 
+`pgvector_bin_dir()` finds a PostgreSQL that has the pgvector extension: Debian's, when its
+`postgresql-<v>-pgvector` package is installed, else the one bundled in the `pgserver` wheel
+(PostgreSQL 16 with pgvector's `vector.so`; its binaries are used directly, the package is never
+imported). Debian bookworm's PostgreSQL is 15 and cannot load a 16 module, so tests of the
+pgvector path start that bundled server: `TempPostgres(bin_dir=pgvector_bin_dir())`.
+
 For a server that stays up, use Debian's own cluster (`apt-get install postgresql`,
 `pg_createcluster`) instead; this module is for clusters that live as long as one test.
 """
@@ -44,6 +50,22 @@ def pg_bin_dir() -> Path:
     return found[-1]
 
 
+def pgvector_bin_dir() -> Path | None:
+    """A PostgreSQL bin folder whose server has the pgvector extension files, or None."""
+    for bin_dir in sorted((p / "bin" for p in PG_ROOT.glob("*") if (p / "bin" / "postgres").exists()), reverse=True):
+        if (Path("/usr/share/postgresql") / bin_dir.parent.name / "extension" / "vector.control").exists():
+            return bin_dir
+    import importlib.util
+
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        return None
+    bundled = Path(spec.origin).parent / "pginstall"
+    if (bundled / "bin" / "postgres").exists() and (bundled / "share/postgresql/extension/vector.control").exists():
+        return bundled / "bin"
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,10 +75,10 @@ def free_port() -> int:
 class TempPostgres:
     """One PostgreSQL server process with its data in `folder`; databases made on demand."""
 
-    def __init__(self, folder: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, folder: Path | None = None, port: int | None = None, bin_dir: Path | None = None) -> None:
         self.folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="foreman-pg-"))
         self.port = port or free_port()
-        self.bin = pg_bin_dir()
+        self.bin = Path(bin_dir) if bin_dir else pg_bin_dir()
         self.data = self.folder / "data"
         self.log = self.folder / "postgres.log"
         self._as_postgres = os.geteuid() == 0

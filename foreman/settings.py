@@ -92,6 +92,23 @@ class Settings(BaseSettings):
         ),
     )
 
+    model_timeout_s: float = Field(
+        default=120.0, gt=0,
+        description="Seconds one hosted model call may take before its client abandons and retries it "
+                    "(the openai/anthropic libraries' own default is 600).",
+    )
+
+    # --- where Foreman's own stores live (foreman/db.py) -----------------------
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "Unset: the run store, audit log, memory and knowledge are SQLite files under FOREMAN_HOME. "
+            "'postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE': all of them in that one PostgreSQL "
+            "database, each in its own schema (pgvector for vectors when the server has it), so "
+            "several workers on several machines share results and the audit trail."
+        ),
+    )
+
     # --- where plan nodes run (engine/task_runners.py) -------------------------
     task_runner: Literal["threads", "dask"] = Field(
         default="threads",

@@ -33,7 +33,7 @@ from foreman.tools.knowledge.bases import allowed_roots, check_folder, check_nam
 from foreman.tools.knowledge.chunking import CHUNKER_VERSION, chunk_lines
 from foreman.tools.knowledge.embedding import Embedder, default_embedder
 from foreman.tools.knowledge.readers import Skip, extract, is_binary_name
-from foreman.tools.knowledge.store import FileState, KnowledgeStore, open_store
+from foreman.tools.knowledge.store import FileState, KnowledgeStore, open_knowledge
 from foreman.tools.knowledge.walk import opened_root, read_confined, walk
 from foreman.tools.workspace import Workspace
 
@@ -191,7 +191,7 @@ def ingest(
     with base_lock(settings.home, name, lock_timeout_s) as waited:
         rebuilt = None
         if store is None:
-            opened = open_store(settings.knowledge_db, embedder.dim, verify=True)
+            opened = open_knowledge(settings, embedder.dim, verify=True)
             store, rebuilt = opened.store, opened.rebuilt
             if rebuilt:
                 log.warning(rebuilt)

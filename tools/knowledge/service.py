@@ -15,23 +15,35 @@ from foreman.errors import StateFileError, UnknownKnowledgeBase
 from foreman.settings import Settings, get_settings
 from foreman.tools.knowledge.embedding import Embedder, default_embedder
 from foreman.tools.knowledge.search import DEFAULT_MODE, Mode, Passage, search
-from foreman.tools.knowledge.store import BaseInfo, SqliteKnowledgeStore, open_store
+from foreman.tools.knowledge.store import (
+    BaseInfo,
+    KnowledgeStore,
+    open_knowledge,
+    open_store,
+)
 
 log = logging.getLogger("foreman.knowledge")
 
 
-_opened: dict[tuple[Path, int], tuple[int, SqliteKnowledgeStore]] = {}
+_opened: dict[tuple[Path | str, int], tuple[int, KnowledgeStore]] = {}
 _lock = threading.Lock()
 
 
-def app_store(settings: Settings | None = None, embedder: Embedder | None = None) -> SqliteKnowledgeStore:
-    """The index file under FOREMAN_HOME (a damaged one is rebuilt, with a warning).
+def app_store(settings: Settings | None = None, embedder: Embedder | None = None) -> KnowledgeStore:
+    """The index: FOREMAN_DATABASE_URL's PostgreSQL, or the file under FOREMAN_HOME (a damaged one is
+    rebuilt, with a warning).
 
     Opened once per process and file: opening creates the schema and loads sqlite-vec, which
     costs more than a query. A file replaced since (rebuilt by another process, dropped by a
     test) is opened again, told by its inode."""
     settings = settings or get_settings()
     dim = (embedder or default_embedder()).dim
+    if settings.database_url:  # PostgreSQL: no file inode to watch
+        database_key = (settings.database_url, dim)
+        with _lock:
+            if database_key not in _opened:
+                _opened[database_key] = (0, open_knowledge(settings, dim).store)
+            return _opened[database_key][1]
     path = settings.knowledge_db
     key = (path, dim)
     with _lock:
@@ -73,9 +85,9 @@ def find_passages(bases: Sequence[str], query: str, k: int = 5, *, mode: Mode = 
     store = app_store(settings, embedder)
     try:
         known = {b.name for b in store.bases()}
-    except StateFileError:  # damaged since it was opened: rebuilt (empty) on the next open
+    except StateFileError:  # a file damaged since it was opened: rebuilt (empty) on the next open
         with _lock:
-            _opened.pop((store.path, embedder.dim), None)
+            _opened.pop(((settings or get_settings()).knowledge_db, embedder.dim), None)
         store = app_store(settings, embedder)
         known = {b.name for b in store.bases()}
     missing = [b for b in bases if b not in known]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from foreman.settings import Settings, get_settings
 from foreman.tools.knowledge.embedding import Embedder, MiniLMEmbedder, default_embedder
-from foreman.tools.memory.store import FACTS, Fact, Forgotten, MemoryStore
+from foreman.tools.memory.store import FACTS, Fact, Forgotten, MemoryStore, open_memory
 
 RRF_K = 60
 MIN_SIMILARITY = 0.2  # below this a vector neighbour is noise, unless its keywords matched too
@@ -28,10 +28,11 @@ class Recalled(Fact):
 
 
 def memory_store(settings: Settings | None = None, embedder: Embedder | None = None) -> MemoryStore:
-    """The memory file under FOREMAN_HOME (created on first use; a damaged one is an error naming it)."""
+    """The app's memory: FOREMAN_DATABASE_URL's PostgreSQL when set, else the file under FOREMAN_HOME
+    (created on first use; a damaged one is an error naming it)."""
     settings = settings or get_settings()
     dim = embedder.dim if embedder is not None else MiniLMEmbedder.dim  # without loading the model
-    return MemoryStore(settings.memory_db, dim)
+    return open_memory(settings, dim)
 
 
 def remember(user: str, content: str, *, namespace: str = FACTS, source_thread: str | None = None,
