@@ -196,7 +196,7 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
     candidates: list[tuple[int, Passage, int, str, set[str]]] = []
     for rank, passage in enumerate(passages):
         context = {_stem(w) for w in _words(f"{passage.path} {passage.heading}")}
-        for offset, line in enumerate(passage.text.splitlines()):
+        for offset, line in _units(passage):
             if rank >= PASSAGES_IN_PROMPT and not _key_row(passage, line, wanted):
                 continue
             stems = {_stem(w) for w in _words(line)} & wanted
@@ -213,10 +213,44 @@ def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
         score = sum(weight[w] for w in in_line) + 0.3 * sum(weight[w] for w in stems - in_line)
         if _key_row(passage, line, wanted):
             score += max(weight.values())  # the row *of* pve1 (its key cell), not rows that mention it
-        shown = as_record(passage.heading, line) if table else _with_continuation(passage, offset)
+        if _is_yaml(passage) and line.startswith("#"):
+            score *= 0.5  # in a YAML file the values are in the keys; a comment only says what it holds
+        shown = as_record(passage.heading, line) if table else line if _is_yaml(passage) \
+            else _with_continuation(passage, offset)
         scored.append((-score, rank, offset, f"{_located(passage, offset)}: {shown}"))
     scored.sort()
     return [text for *_, text in scored[:n]]
+
+
+def _is_yaml(passage: Passage) -> bool:
+    return passage.path.lower().endswith((".yaml", ".yml"))
+
+
+def _units(passage: Passage) -> list[tuple[int, str]]:
+    """What evidence scores: each line, except that a YAML list item is one unit with all its keys
+    ("- id: 20 / name: iot / subnet: 192.168.20.0/24" -> "id: 20, name: iot, subnet: ..."), since
+    the line naming the thing and the line holding the answer are different lines."""
+    lines = passage.text.splitlines()
+    if not _is_yaml(passage):
+        return [(offset, line.strip()) for offset, line in enumerate(lines)]
+    units: list[tuple[int, str]] = []
+    item: tuple[int, int, list[str]] | None = None  # (offset, indent of the dash, parts)
+    for offset, line in enumerate(lines):
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if item and stripped and not stripped.startswith("- ") and indent > item[1]:
+            item[2].append(stripped)
+            continue
+        if item:
+            units.append((item[0], ", ".join(item[2])))
+            item = None
+        if stripped.startswith("- "):
+            item = (offset, indent, [stripped[2:].strip()])
+        else:
+            units.append((offset, stripped))
+    if item:
+        units.append((item[0], ", ".join(item[2])))
+    return units
 
 
 def _key_row(passage: Passage, line: str, wanted: set[str]) -> bool:

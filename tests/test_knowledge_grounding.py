@@ -201,3 +201,13 @@ def test_a_refusal_in_the_models_own_words_is_recognised(answer: str, is_refusal
     from foreman.engine.answer import refused
 
     assert refused(answer) is is_refusal
+
+
+def test_a_yaml_list_item_is_one_line_of_evidence_with_all_its_keys() -> None:
+    block = ("# The home network: VLANs, subnets and DHCP.\nvlans:\n  - id: 20\n    name: iot\n"
+             "    subnet: 192.168.20.0/24\n  - id: 30\n    name: guest\n    subnet: 192.168.30.0/24")
+    yaml_passage = Passage(base="b", path="inventory/network.yaml", line_start=1, line_end=8, text=block,
+                           score=1.0, keyword_rank=1)
+    prose = passage("notes/vpn.md", "Tunnel subnet 10.8.0.0/24; peers reach the LAN but not the IoT VLAN.")
+    lines = evidence("Which subnet does the IoT VLAN use?", [prose, yaml_passage], 2)
+    assert "inventory/network.yaml:3: id: 20, name: iot, subnet: 192.168.20.0/24" in lines
