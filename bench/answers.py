@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--questions", type=Path, default=REPO / "bench" / "questions" / "homelab.yaml")
     parser.add_argument("--workspace", type=Path, default=REPO / "demo" / "workspace")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (0: all)")
+    parser.add_argument("--only", help="only questions containing one of these, '|'-separated (e.g. 'VLAN|port')")
     parser.add_argument("--style", choices=["passages", "lines", "adaptive", "both", "all"],
                         default="all", help="both: passages and lines; all: the three")
     parser.add_argument("--plan-and-run", action="store_true", help="also run plan_and_run per question (slow)")
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--local-model", help="a catalogue model for the embedded server (FOREMAN_LOCAL_MODEL)")
     args = parser.parse_args()
     questions = yaml.safe_load(args.questions.read_text())
+    if args.only:
+        questions = [q for q in questions if any(part.lower() in q["question"].lower() for part in args.only.split("|"))]
     if args.limit:
         questions = questions[:args.limit]
     settings = get_settings()

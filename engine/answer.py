@@ -279,11 +279,25 @@ def _readable(passage: Passage) -> str:
     return "\n".join(as_record(passage.heading, line) for line in passage.text.splitlines())
 
 
+LIST_ITEMS_JOINED = 6
+_LIST_ITEM = re.compile(r"^(\d+[.)]|[-*+])\s+\S")
+
+
 def _with_continuation(passage: Passage, offset: int) -> str:
-    """The line, and the next one when the sentence or list it starts goes on there
-    ("... the Backblaze B2 bucket" + "`sam-homelab-backups` (region ...)")."""
+    """The line, and the next one when the sentence it starts goes on there ("... the Backblaze
+    B2 bucket" + "`sam-homelab-backups` (region ...)"), or the list a line ending in ":" opens."""
     lines = passage.text.splitlines()
     line = lines[offset].strip()
+    if line.endswith(":"):  # "Start in this order, ...:" and the list under it
+        items = []
+        for after in lines[offset + 1:offset + 1 + LIST_ITEMS_JOINED + 1]:
+            item = after.strip()
+            if _LIST_ITEM.match(item):
+                items.append(item)
+            elif item or items:
+                break
+        if items:
+            return " ".join([line, *items])
     following = lines[offset + 1].strip() if offset + 1 < len(lines) else ""
     log_like = (line[:3].isdigit() or line[:3] == following[:3]  # one record per line: never joined
                 or passage.heading.startswith("columns:"))

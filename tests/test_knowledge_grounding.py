@@ -211,3 +211,11 @@ def test_a_yaml_list_item_is_one_line_of_evidence_with_all_its_keys() -> None:
     prose = passage("notes/vpn.md", "Tunnel subnet 10.8.0.0/24; peers reach the LAN but not the IoT VLAN.")
     lines = evidence("Which subnet does the IoT VLAN use?", [prose, yaml_passage], 2)
     assert "inventory/network.yaml:3: id: 20, name: iot, subnet: 192.168.20.0/24" in lines
+
+
+def test_a_line_that_opens_a_list_is_shown_with_the_list() -> None:
+    text = ("# Power outage\n\nStart in this order, waiting for each to answer ping:\n\n"
+            "1. fw01 (router), then pi01 (DNS).\n2. nas01: wait for the pool.\n3. pve1, then pve2.\n\nThen check Grafana.")
+    runbook = passage("runbooks/power-outage.md", text)
+    best = evidence("In which order are hosts started after a power outage?", [runbook], 1)[0]
+    assert best.endswith("ping: 1. fw01 (router), then pi01 (DNS). 2. nas01: wait for the pool. 3. pve1, then pve2.")
