@@ -53,6 +53,12 @@ class TableCount(BaseModel):
         return len(self.rows)
 
     @property
+    def answer(self) -> str:
+        """The count as the answer a person reads."""
+        where = " and ".join(f'{column} is "{value}"' for column, value in self.where.items())
+        return f"{self.count} (counted by Foreman in {self.path}: the rows where {where}: {'; '.join(self.rows)})."
+
+    @property
     def line(self) -> str:
         """The computed fact, as a passage line: what was counted where, and which rows."""
         where = " and ".join(f'{column} is "{value}"' for column, value in self.where.items())

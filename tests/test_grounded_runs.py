@@ -113,21 +113,21 @@ def test_a_comparing_question_is_planned_and_every_model_call_gets_the_passages(
     assert result.answer.startswith("Six hosts") and "inventory/hosts.csv" in " ".join(result.sources)
 
 
-def test_a_count_of_table_rows_is_computed_by_python_and_the_model_only_says_it(notebook: Path) -> None:
+def test_a_count_of_table_rows_is_computed_by_python_and_answered_without_a_model_call(notebook: Path) -> None:
     prompts: list[str] = []
 
     def respond(turn: Turn) -> ScriptedReply:
         prompts.append("\n".join(str(m.content) for m in turn.messages))
-        return ScriptedReply(content="Six hosts are in the basement rack [0].")
+        return ScriptedReply(content="101 hosts.")  # what a small model said when asked to repeat a count
 
     with use_model(ScriptedChatModel(responder=respond)):
         result = plan_and_run("How many hosts in the inventory are in the basement rack?", workspace=str(notebook))
 
-    assert len(prompts) == 1, "one call: Python counted, the model only says it"
-    counted = 'inventory/hosts.csv (counted by Foreman): 6 rows where location is "basement rack"'
-    assert counted in prompts[0] and "sw01" in prompts[0]  # the row with an unquoted comma counts too
-    assert "count Python computed" in (result.route or "")
-    assert counted in result.answer, "the count and its rows are shown under the answer"
+    assert prompts == [], "Python counted: no model call"
+    assert result.answer.startswith('6 (counted by Foreman in inventory/hosts.csv: the rows where location is '
+                                    '"basement rack": pve1')
+    assert "sw01" in result.answer  # the row with an unquoted comma counts too
+    assert "count Python computed" in (result.route or "") and result.llm_calls == 0
     assert result.sources[0].startswith("inventory/hosts.csv")
 
 
