@@ -4,6 +4,15 @@
 `anthropic/<model>`, `ollama/<model>`, `openai-compatible/<model>`); temperature and
 max tokens come from the settings or from an agent's own model settings. A hosted
 provider without its key fails here, before any run starts, naming the variable.
+
+Faults on a hosted provider are retried by its client library (openai / anthropic, 2
+retries with backoff, honouring Retry-After): 429, 5xx, a connection refused or dropped,
+and a call that takes longer than `FOREMAN_MODEL_TIMEOUT_S` (default 120 s; the libraries'
+own default is 600 s, ten minutes of a run hanging on a provider that stopped answering).
+A hosted call is made whole, not streamed: the client retries a call only until the
+response has been read, and a stream that breaks half-way would otherwise fail the whole
+step, whose retry runs its earlier tool calls again (a file written twice, a
+notification sent twice). Only the model call is repeated; the step's history stays.
 """
 
 from __future__ import annotations
@@ -96,6 +105,11 @@ def check_model_settings(settings: Settings) -> ModelChoice:
     return choice
 
 
+def model_timeout_s(settings: Settings) -> float:
+    """Seconds one hosted model call may take before the client abandons it and retries."""
+    return settings.model_timeout_s
+
+
 def build_chat_model(settings: Settings, overrides: ModelSettings | None = None) -> BaseChatModel:
     """The chat model for one agent: the global choice plus that agent's own settings."""
     if _override is not None:
@@ -103,7 +117,8 @@ def build_chat_model(settings: Settings, overrides: ModelSettings | None = None)
     choice = check_model_settings(settings)
     temperature = overrides.temperature if overrides and overrides.temperature is not None else settings.temperature
     max_tokens = overrides.max_tokens if overrides and overrides.max_tokens is not None else settings.max_tokens
-    common: dict = {}
+    # whole calls with a deadline, so the client's retries cover a dropped or hanging call
+    common: dict = {"timeout": model_timeout_s(settings), "disable_streaming": True}
     if temperature is not None:
         common["temperature"] = temperature
     if max_tokens is not None:

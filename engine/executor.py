@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prefect import task
@@ -23,6 +24,7 @@ from foreman.engine.conditions import ConditionError, parse_condition
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.records import (
     ApprovalAnswer,
+    Attempts,
     Budgets,
     NodeOutcome,
     NodeResult,
@@ -69,17 +71,7 @@ Replanner = Callable[[ReplanRequest], Plan]
 Approver = Callable[[SubTask, dict[str, Any]], ApprovalAnswer]
 
 
-@dataclass
-class Attempts:
-    """One node's attempts so far: who tried, what they used. Owned by the engine, filled by the
-    node's Prefect task (each retry appends), read when the node finishes, failed or not."""
-
-    tried: list[str | None] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-
-    @property
-    def agents(self) -> list[str]:
-        return [a for a in self.tried if a is not None]
+ATTEMPTS_ATTR = "foreman_attempts"  # on the exception that failed a node: its Attempts, pickled with it
 
 
 @dataclass
@@ -100,17 +92,36 @@ def retry_unless_setup_error(task: Any, task_run: Any, state: Any) -> bool:
 
 def subtask_task(runner: NodeRunner, ledger: dict[str, Attempts]) -> Any:
     """The Prefect task that runs one attempt at one sub-task, bound to this engine's runner and
-    ledger by closure, so its arguments are plain data that nobody mutates."""
+    ledger by closure, so its arguments are plain data that nobody mutates.
+
+    On threads the ledger is the engine's own; on Dask it is the worker's copy (the closure
+    is pickled with the task), so the attempts also travel back: on the result, or on the
+    exception of an attempt that failed (`ATTEMPTS_ATTR`)."""
 
     @task(name="run_subtask", cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_unless_setup_error)
     def run_subtask(sub: SubTask, inputs: dict[str, Any], max_llm_calls: int) -> NodeResult:
         attempts = ledger[sub.id]
         agent = runner.choose_agent(sub, attempts.agents)
         attempts.tried.append(agent)
-        value = runner.run(sub, inputs, agent, max_llm_calls, attempts.usage)
-        return NodeResult(value=value, agent=agent)
+        try:
+            value = runner.run(sub, inputs, agent, max_llm_calls, attempts.usage)
+        except Exception as exc:  # re-raised as it is, carrying the counts
+            with suppress(AttributeError):  # an exception type that takes no attributes: the ledger's copy
+                setattr(exc, ATTEMPTS_ATTR, attempts.model_copy(deep=True))
+            raise
+        return NodeResult(value=value, agent=agent, attempts=attempts.model_copy(deep=True))
 
     return run_subtask
+
+
+def reported_attempts(state: Any) -> Attempts | None:
+    """The attempts a finished node's task reported where it ran (None: it reported none)."""
+    try:
+        value = state.result()
+    except BaseException as exc:  # noqa: BLE001  (a failed attempt carries them on its exception)
+        value = getattr(exc, ATTEMPTS_ATTR, None)
+        return value if isinstance(value, Attempts) else None
+    return value.attempts if isinstance(value, NodeResult) else None
 
 
 def run_order(plan: Plan) -> list[str]:
@@ -325,15 +336,18 @@ class Engine:
         return None
 
     def _finish(self, node_id: str, finished: Running, report: RunReport) -> bool:
-        future, tried, usage = finished.future, finished.attempts.agents, finished.attempts.usage
+        future = finished.future
         outcome = report.outcomes[node_id]
         outcome.finished = time.time()
-        outcome.attempts, outcome.agents_tried = len(finished.attempts.tried), list(tried)
+        future.wait()  # sets the final state from the worker thread, not from the API's lagging copy
+        state = future.state
+        # where the node ran counted them: the same object on threads, the only count on Dask
+        attempts = reported_attempts(state) or finished.attempts
+        tried, usage = attempts.agents, attempts.usage
+        outcome.attempts, outcome.agents_tried = len(attempts.tried), list(tried)
         outcome.llm_calls, outcome.tokens = usage.llm_calls, usage.tokens
         report.usage.llm_calls += usage.llm_calls
         report.usage.tokens += usage.tokens
-        future.wait()  # sets the final state from the worker thread, not from the API's lagging copy
-        state = future.state
         if state.is_completed():
             result: NodeResult = state.result()
             outcome.status, outcome.agent, outcome.result = NodeStatus.COMPLETED, result.agent, result.value

@@ -42,14 +42,30 @@ class Budgets(BaseModel):
     max_concurrency: int = Field(default=8, ge=1, le=64)
 
 
-class NodeResult(BaseModel):
-    value: Any = None
-    agent: str | None = None
-
-
 class Usage(BaseModel):
     llm_calls: int = 0
     tokens: int = 0
+
+
+class Attempts(BaseModel):
+    """One node's attempts so far: who tried, what they used.
+
+    Filled where the node runs (each Prefect retry appends) and carried back on its result,
+    or on the exception that failed it: under FOREMAN_TASK_RUNNER=dask the node runs in
+    another process, whose copy is all there is, and the run's budgets need its counts."""
+
+    tried: list[str | None] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def agents(self) -> list[str]:
+        return [a for a in self.tried if a is not None]
+
+
+class NodeResult(BaseModel):
+    value: Any = None
+    agent: str | None = None
+    attempts: Attempts | None = Field(default=None, description="As counted where the node ran.")
 
 
 class NodeOutcome(BaseModel):

@@ -2,7 +2,7 @@
 without readable text in the image is refused at planning time.
 
 The vision model is a real HTTP server on loopback speaking the OpenAI chat protocol
-(streamed, as ControlFlow asks for it): it records every request body and completes the
+(whole or streamed): it records every request body and completes the
 task by calling ControlFlow's own success tool, so the whole path runs: attachments ->
 ControlFlow flow history -> langchain's ChatOpenAI -> HTTP.
 """

@@ -123,3 +123,46 @@ def test_tools_called_in_dask_workers_keep_their_guards_and_every_audit_record(
     assert sorted(r.arguments["path"] for r in records) == \
         sorted([f"note{i}.txt" for i in range(8)] + ["../outside.txt"])  # nothing lost across processes
     assert [r.outcome for r in records].count("refused") == 1
+
+
+BUDGET_WORKFLOW = """\
+name: budgeted
+steps:
+""" + "".join(f"  - {{id: s{i}, agent: generalist, instructions: Say done., retries: 0}}\n" for i in range(3))
+
+
+@pytest.mark.parametrize("kind", ["threads", "dask"])
+def test_the_model_call_budget_holds_for_agent_steps_in_dask_workers_too(
+        kind: str, api_in_environment: None, foreman_home: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three one-call agent steps, a budget of two calls: two run, the third is not started.
+
+    The model is a real local OpenAI-compatible server, reached from the worker processes by
+    the same settings; it counts the calls that were really made, whichever process made them."""
+    from foreman.engine.records import NodeStatus
+    from foreman.engine.task_runners import task_runner
+    from foreman.errors import RunFailed
+    from foreman.flows.workflow import run_workflow
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.load import FakeProvider
+
+    path = tmp_path / "budgeted.yaml"
+    path.write_text(BUDGET_WORKFLOW)
+    provider = FakeProvider().start()
+    try:
+        monkeypatch.setenv("FOREMAN_MODEL", "openai-compatible/fake")
+        monkeypatch.setenv("FOREMAN_BASE_URL", provider.url)
+        monkeypatch.setenv("FOREMAN_API_KEY", "k")
+        monkeypatch.setenv("FOREMAN_TASK_RUNNER", kind)
+        reset_settings()
+        with pytest.raises(RunFailed) as stopped:
+            run_workflow.with_options(task_runner=task_runner())(path=str(path), max_llm_calls=2, ground=False)
+    finally:
+        provider.stop()
+    result = stopped.value.result
+    assert len(provider.arrivals) == 2  # the budget held: two model calls were made, not three
+    assert result.llm_calls == 2 and result.tokens == 8  # and the run counted them (4 tokens a call)
+    assert "budget max_llm_calls=2 reached" in result.stopped_by
+    assert sorted(result.statuses.values()) == [NodeStatus.COMPLETED, NodeStatus.COMPLETED, NodeStatus.SKIPPED]
+    assert all(result.results[s].startswith("done") for s, st in result.statuses.items() if st == "COMPLETED")

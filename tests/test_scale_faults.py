@@ -1,88 +1,44 @@
-"""A hosted provider that answers 429 / 500 / slowly: Foreman's model client retries with backoff and Retry-After.
+"""A hosted provider that fails, hangs or dies mid-response: the model call is retried, the step is not.
 
 The provider is a real local HTTP server speaking the OpenAI chat-completions protocol
-(`openai-compatible/<model>` with FOREMAN_BASE_URL), scripted to fail the first calls.
-What retries is the openai client under langchain-openai (Foreman adds no retry loop of
-its own): 429, 5xx and timeouts, up to its max_retries (2), honouring Retry-After.
+(`bench.load.FakeProvider`, used as `openai-compatible/<model>` with FOREMAN_BASE_URL),
+scripted to fail the first calls. What retries is the openai client under langchain-openai:
+429, 5xx, timeouts (FOREMAN_MODEL_TIMEOUT_S, 120 s by default) and a connection dropped
+before the answer was read, up to its max_retries (2), honouring Retry-After. Foreman
+makes hosted calls whole (not streamed) so that a dropped answer is one of those: only the
+model call is repeated, never the step's earlier tool calls.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-import time
+import sys
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from foreman.settings import Settings
+from foreman.settings import Settings, reset_settings
 
-
-def completion(text: str) -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "fake",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    }).encode()
-
-
-class FakeProvider(ThreadingHTTPServer):
-    """Answers each POST with the next scripted fault, then with a completion; records arrival times."""
-
-    def __init__(self, faults: list[tuple[int, dict[str, str]] | str]) -> None:
-        self.faults = list(faults)
-        self.arrivals: list[float] = []
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeProvider
-
-    def log_message(self, *args: object) -> None:  # quiet
-        pass
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.server.arrivals.append(time.monotonic())
-        fault = self.server.faults.pop(0) if self.server.faults else None
-        if fault == "slow":
-            time.sleep(3)  # past the client's timeout: it gives up on this attempt and retries
-            fault = None
-        status, headers = fault if isinstance(fault, tuple) else (200, {})
-        body = completion("pong") if status == 200 else json.dumps({"error": {"message": "busy"}}).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except BrokenPipeError:
-            pass
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.load import FakeProvider
 
 
 @pytest.fixture()
 def provider(request: pytest.FixtureRequest) -> Iterator[FakeProvider]:
-    server = FakeProvider(request.param)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = FakeProvider(request.param).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
-def model_for(provider: FakeProvider, **extra: object):
+def hosted(provider: FakeProvider, **settings: object) -> Settings:
+    base = Settings(model="openai-compatible/fake", base_url=provider.url, api_key="k")
+    return base.model_copy(update=settings) if settings else base
+
+
+def model_for(provider: FakeProvider, **settings: object):
     from foreman.agents.models import build_chat_model
 
-    settings = Settings(model="openai-compatible/fake", base_url=provider.url, api_key="k")
-    model = build_chat_model(settings)
-    return model.model_copy(update=extra) if extra else model
+    return build_chat_model(hosted(provider, **settings))
 
 
 @pytest.mark.parametrize("provider", [[(429, {"retry-after": "1.5"}), (500, {})]], indirect=True)
@@ -94,14 +50,15 @@ def test_429_with_retry_after_then_500_are_retried_and_the_answer_arrives(provid
 
 
 @pytest.mark.parametrize("provider", [["slow"]], indirect=True)
-def test_a_call_that_times_out_is_retried(provider: FakeProvider) -> None:
-    from langchain_openai import ChatOpenAI
+def test_a_call_past_the_model_timeout_is_abandoned_and_retried(provider: FakeProvider) -> None:
+    from foreman.settings import Settings
 
-    model = model_for(provider)
-    assert isinstance(model, ChatOpenAI)
-    timed = ChatOpenAI(model="fake", base_url=provider.url, api_key="k", timeout=1.0)
-    assert timed.invoke("ping").content == "pong"
+    assert model_for(provider).request_timeout == Settings().model_timeout_s == 120  # not openai's 600 s
+    model = model_for(provider, model_timeout_s=1.0)
+    assert model.request_timeout == 1.0
+    assert model.invoke("ping").content == "pong"  # the first call hangs 3 s: given up at 1 s, retried
     assert len(provider.arrivals) == 2
+    assert provider.arrivals[1] - provider.arrivals[0] < 2.9  # the retry did not wait for the hung call
 
 
 @pytest.mark.parametrize("provider", [[(503, {})] * 5], indirect=True)
@@ -111,3 +68,44 @@ def test_a_provider_that_keeps_failing_ends_in_one_error_after_the_retries(provi
     with pytest.raises(openai.InternalServerError):
         model_for(provider).invoke("ping")
     assert len(provider.arrivals) == 3  # the first call and the client's two retries, then it stops
+
+
+@pytest.mark.parametrize("provider", [["drop"]], indirect=True)
+def test_a_model_server_that_dies_mid_response_is_asked_again(provider: FakeProvider) -> None:
+    model = model_for(provider)
+    assert "".join(str(chunk.content) for chunk in model.stream("ping")) == "pong"  # ControlFlow streams
+    assert provider.dropped == 1 and len(provider.arrivals) == 2
+
+
+STEP_E = """\
+name: told
+params:
+  tag: {type: str, default: t1}
+steps:
+  - {id: e, agent: generalist, retries: 0,
+     instructions: "Tell the user that run ${tag} is done. [[run ${tag} step e]]"}
+"""
+
+
+@pytest.mark.parametrize("provider", [[None, "drop"]], indirect=True)
+@pytest.mark.usefixtures("prefect_server")
+def test_an_agent_step_whose_model_dies_after_a_tool_call_notifies_once_and_completes(
+        provider: FakeProvider, foreman_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn 1 calls notify_user (a side effect); the answer to turn 2 is cut off half-way."""
+    from foreman.flows.workflow import run_workflow
+    from foreman.tools.audit import AuditLog
+
+    path = tmp_path / "told" / "workflow.yaml"
+    path.parent.mkdir()
+    path.write_text(STEP_E)
+    monkeypatch.setenv("FOREMAN_MODEL", "openai-compatible/fake")
+    monkeypatch.setenv("FOREMAN_BASE_URL", provider.url)
+    monkeypatch.setenv("FOREMAN_API_KEY", "k")
+    reset_settings()
+    result = run_workflow(path=str(path), ground=False)
+    assert result.status == "COMPLETED", result
+    assert result.results["e"] == "done t1 e"
+    assert provider.dropped == 1 and len(provider.arrivals) == 3  # notify, the cut-off answer, the same call again
+    assert result.llm_calls == 2  # ControlFlow saw two model calls: the retry was inside one
+    told = [r for r in AuditLog(foreman_home / "audit.sqlite3").for_run(result.run_key) if r.tool == "notify_user"]
+    assert [(r.outcome, r.arguments["message"]) for r in told] == [("ok", "run t1 step e: all good")]  # once
