@@ -2,7 +2,8 @@
 
 `local_chat_model(settings)` makes sure the shared embedded server runs
 (`agents/local_server.py`, serving the catalogue model chosen in `agents/model_store.py`)
-and returns a plain `ChatOpenAI` pointed at its forcing proxy (`agents/local_proxy.py`). Because the proxy turns every tool-bearing request
+and returns a plain `ChatOpenAI` pointed at its forcing proxy (`agents/local_proxy.py`),
+whose transport starts the server again if it dies mid-call (`agents/local_transport.py`). Because the proxy turns every tool-bearing request
 into one grammar-constrained tool call, ControlFlow's agents work unmodified: each turn
 ends in a valid call to one of the tools ControlFlow bound (at least the task's
 completion tools, `foreman/cf_adapter/names.py`), streamed the way ControlFlow consumes it.
@@ -10,6 +11,7 @@ completion tools, `foreman/cf_adapter/names.py`), streamed the way ControlFlow c
 
 from __future__ import annotations
 
+import httpx
 from langchain_core.language_models import BaseChatModel
 
 from foreman.agents.local_server import (
@@ -20,6 +22,7 @@ from foreman.agents.local_server import (
     run_server,
     status,
 )
+from foreman.agents.local_transport import AsyncRestartingTransport, RestartingTransport
 from foreman.errors import LocalModelError
 from foreman.settings import Settings, get_settings
 
@@ -40,6 +43,10 @@ def local_chat_model(settings: Settings | None = None) -> BaseChatModel:
     settings = settings or get_settings()
     info = ensure_running(settings)
     temperature = settings.temperature
+
+    def restart() -> str:  # the server died under a call: start it again, wherever it listens now
+        return ensure_running(settings).base_url
+
     return ChatOpenAI(
         base_url=info.base_url,
         api_key="not-needed",
@@ -50,6 +57,8 @@ def local_chat_model(settings: Settings | None = None) -> BaseChatModel:
         stream_usage=True,
         timeout=REQUEST_TIMEOUT_S,
         max_retries=1,
+        http_client=httpx.Client(transport=RestartingTransport(restart), timeout=REQUEST_TIMEOUT_S),
+        http_async_client=httpx.AsyncClient(transport=AsyncRestartingTransport(restart), timeout=REQUEST_TIMEOUT_S),
     )
 
 
