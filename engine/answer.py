@@ -37,6 +37,7 @@ from foreman.tools.knowledge.store import STOP_WORDS
 PASSAGES_IN_PROMPT = 4
 LINES_IN_PROMPT = 3
 ANSWER_MAX_TOKENS = 120  # one or two sentences; a small model that loops is cut early
+ANSWER_TEMPERATURE = 0.0
 Style = Literal["passages", "lines", "adaptive"]
 PASSAGE_CHARS = 700
 NOT_FOUND = "The notes do not say."
@@ -340,7 +341,8 @@ def supported(answer: str, notes: str, question: str) -> bool:
     date, address or dotted/hyphenated name in it ("64", "2026-11-30", "sam-homelab-backups") is
     in the notes, and the answer says something the question did not (not just "pve1 has RAM")."""
     flat_notes, flat_question = notes.lower(), question.lower()
-    specific = [t.strip(".").lower() for t in _SPECIFIC.findall(answer) if t.strip(".")]
+    # "85%" is supported by "DEFAULT_LIMIT = 85  # percent": the value, not its punctuation
+    specific = [t.strip(".%!?*").lower() for t in _SPECIFIC.findall(answer) if t.strip(".%!?*")]
     if any(token not in flat_notes for token in specific):
         return False
     asked = {_stem(w) for w in _words(question)}
@@ -412,20 +414,24 @@ def _adaptive(question: str, grounding: Grounding, passages: list[Passage], comp
     tries = [prompt(question, passages, "lines", computed, grounding.passages),
              prompt(question, passages, "lines", computed, grounding.passages, SYSTEM_ANSWER),
              prompt(question, passages, "passages", computed, system=SYSTEM_ANSWER)]
-    first, tokens = _ask(model, tries[0], max_tokens)
+    first, tokens = _ask(model, tries[0], max_tokens, greedy=True)
     calls = 1
     if not refused(first) or not passages:
         return first, tokens, calls
     for messages in tries[1:]:
-        answer, more = _ask(model, messages, max_tokens)
+        answer, more = _ask(model, messages, max_tokens, greedy=True)
         tokens, calls = tokens + more, calls + 1
         if not refused(answer) and supported(answer, str(messages[-1].content), question):
             return answer, tokens, calls
     return first, tokens, calls
 
 
-def _ask(model: BaseChatModel, messages: list, max_tokens: int) -> tuple[str, int]:
-    reply = model.invoke(messages, max_tokens=max_tokens)
+def _ask(model: BaseChatModel, messages: list, max_tokens: int, greedy: bool = False) -> tuple[str, int]:
+    # Greedy on the embedded model: copying a value from the notes has one right answer, and
+    # sampling made the same question right in one bench run and wrong in the next (issue #12).
+    # (Not for hosted models: some refuse a temperature.)
+    extra = {"temperature": ANSWER_TEMPERATURE} if greedy else {}
+    reply = model.invoke(messages, max_tokens=max_tokens, **extra)
     text = reply.content if isinstance(reply.content, str) else str(reply.content)
     usage = getattr(reply, "usage_metadata", None) or {}
     return " ".join(text.split()) or NOT_FOUND, int(usage.get("total_tokens", 0))
