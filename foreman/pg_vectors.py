@@ -12,12 +12,14 @@ and the partition's vectors (kept at unit length) are ranked in numpy: the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from foreman.db import PgConnection, PgDatabase
+from foreman.errors import ConfigurationError
 
 EXTENSION = "vector"
 
@@ -88,3 +90,35 @@ class Vectors:
 def _unit(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm else vector
+
+
+_PREPARED: dict[tuple[int, str, str, int], Vectors] = {}
+
+
+def prepare_store(db: PgDatabase, dim: int, *, schema_sql: str, version: str, name: str,
+                  vector_tables: Callable[[str], Sequence[str]], mismatch: Callable[[str | None, str | None], str]) -> Vectors:
+    """A store's schema, its `meta` record (schema version, vector size, column kind) and its vector
+    tables, made once per process, under an advisory lock so two processes agree on the column kind.
+
+    `vector_tables(column_type)`: the statements that create the embedding tables; `mismatch(schema,
+    dim)`: the message for a database holding another version or vector size (a `ConfigurationError`)."""
+    ready = (os.getpid(), db.url, db.schema, dim)
+    if ready in _PREPARED:
+        return _PREPARED[ready]
+    db.ensure(schema_sql)
+    vectors = Vectors(enable_pgvector(db), dim)
+    with db.connect() as conn:
+        conn.execute(f"SELECT pg_advisory_xact_lock(hashtext('foreman:{name}-meta'))")
+        stored = {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
+        kind = "pgvector" if vectors.pgvector else "bytea"
+        if not stored:
+            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                             [("schema", version), ("dim", str(dim)), ("vectors", kind)])
+        elif (stored.get("schema"), stored.get("dim")) != (version, str(dim)):
+            raise ConfigurationError(mismatch(stored.get("schema"), stored.get("dim")))
+        else:  # the column kind the first process chose, even if this one could do pgvector
+            vectors = Vectors(stored.get("vectors", kind) == "pgvector" and vectors.pgvector, dim)
+        for statement in vector_tables(vectors.column_type):
+            conn.execute(statement)
+    _PREPARED[ready] = vectors
+    return vectors

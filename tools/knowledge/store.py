@@ -20,7 +20,6 @@ next ingest. Other SQLite errors (a locked file) keep their own type.
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -34,8 +33,8 @@ import sqlite_vec
 from pydantic import BaseModel
 
 from foreman.db import PgDatabase, database
-from foreman.errors import ConfigurationError, StateFileError
-from foreman.pg_vectors import Vectors, enable_pgvector
+from foreman.errors import StateFileError
+from foreman.pg_vectors import prepare_store
 from foreman.settings import Settings
 from foreman.sqlite import SqliteStore, is_damage
 from foreman.tools.knowledge.chunking import Chunk
@@ -377,7 +376,6 @@ def open_knowledge(settings: Settings, dim: int, *, verify: bool = False) -> Ope
 
 # --- PostgreSQL ------------------------------------------------------------------------
 
-_PG_READY: dict[tuple[int, str, str, int], Vectors] = {}
 PG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS bases (
@@ -411,30 +409,17 @@ class PgKnowledgeStore(SqliteKnowledgeStore):
     def __init__(self, db: PgDatabase, dim: int) -> None:
         self.db, self.dim = db, dim
         self.path = db.where  # type: ignore[assignment]
-        ready = (os.getpid(), db.url, db.schema, dim)
-        if ready in _PG_READY:  # the schema, extension and meta checks are once per process
-            self.vectors = _PG_READY[ready]
-            return
-        db.ensure(PG_SCHEMA)
-        self.vectors = Vectors(enable_pgvector(db), dim)
-        with self._connect() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('foreman:knowledge-meta'))")
-            stored = {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
-            kind = "pgvector" if self.vectors.pgvector else "bytea"
-            if not stored:
-                conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                                 [("schema", SCHEMA_VERSION), ("dim", str(dim)), ("vectors", kind)])
-            elif (stored.get("schema"), stored.get("dim")) != (SCHEMA_VERSION, str(dim)):
-                raise ConfigurationError(
-                    f"{db.where} holds a knowledge index of schema {stored.get('schema')} with {stored.get('dim')}-"
-                    f"dimensional vectors, not schema {SCHEMA_VERSION} with {dim}. It is derived data: drop it "
+
+        def mismatch(schema: str | None, stored_dim: str | None) -> str:
+            return (f"{db.where} holds a knowledge index of schema {schema} with {stored_dim}-dimensional "
+                    f"vectors, not schema {SCHEMA_VERSION} with {dim}. It is derived data: drop it "
                     f"(DROP SCHEMA {db.schema} CASCADE) and ingest the folders again")
-            else:
-                self.vectors = Vectors(stored.get("vectors", kind) == "pgvector" and self.vectors.pgvector, dim)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS chunk_vectors (chunk_id BIGINT PRIMARY KEY REFERENCES chunks"
-                         f" (id) ON DELETE CASCADE, base TEXT NOT NULL, embedding {self.vectors.column_type} NOT NULL)")
-            conn.execute("CREATE INDEX IF NOT EXISTS chunk_vectors_base ON chunk_vectors (base)")
-        _PG_READY[ready] = self.vectors
+
+        self.vectors = prepare_store(db, dim, schema_sql=PG_SCHEMA, version=SCHEMA_VERSION, name="knowledge",
+                                     vector_tables=lambda column_type: [
+            (f"CREATE TABLE IF NOT EXISTS chunk_vectors (chunk_id BIGINT PRIMARY KEY REFERENCES chunks (id)"
+            f" ON DELETE CASCADE, base TEXT NOT NULL, embedding {column_type} NOT NULL)"),
+            "CREATE INDEX IF NOT EXISTS chunk_vectors_base ON chunk_vectors (base)"], mismatch=mismatch)
 
     def _connect(self):  # type: ignore[override]
         return self.db.connect()

@@ -18,7 +18,6 @@ touched.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import time
@@ -31,8 +30,8 @@ import pysqlite3.dbapi2 as sqlite3
 import sqlite_vec
 
 from foreman.db import PgDatabase, database
-from foreman.errors import ConfigurationError, StateFileError, ThreadRefused, UnknownThread
-from foreman.pg_vectors import Vectors, enable_pgvector
+from foreman.errors import StateFileError, ThreadRefused, UnknownThread
+from foreman.pg_vectors import prepare_store
 from foreman.settings import Settings
 from foreman.sqlite import SqliteStore, is_damage
 from foreman.tools.knowledge.store import fts_query, ts_query
@@ -322,7 +321,6 @@ def _fact(row: sqlite3.Row) -> Fact:
 
 # --- PostgreSQL ------------------------------------------------------------------------
 
-_PG_READY: dict[tuple[int, str, str, int], Vectors] = {}
 PG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS threads (
@@ -361,31 +359,18 @@ class PgMemoryStore(MemoryStore):
     def __init__(self, db: PgDatabase, dim: int) -> None:
         self.db, self.dim = db, dim
         self.path = db.where  # type: ignore[assignment]
-        ready = (os.getpid(), db.url, db.schema, dim)
-        if ready in _PG_READY:  # the schema, extension and meta checks are once per process
-            self.vectors = _PG_READY[ready]
-            return
-        db.ensure(PG_SCHEMA)
-        self.vectors = Vectors(enable_pgvector(db), dim)
-        with self._connect() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('foreman:memory-meta'))")
-            stored = {r[0]: r[1] for r in conn.execute("SELECT key, value FROM meta").fetchall()}
-            kind = "pgvector" if self.vectors.pgvector else "bytea"
-            if not stored:
-                conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                                 [("schema", SCHEMA_VERSION), ("dim", str(dim)), ("vectors", kind)])
-            elif (stored.get("schema"), stored.get("dim")) != (SCHEMA_VERSION, str(dim)):
-                raise ConfigurationError(
-                    f"{db.where} holds memory of schema {stored.get('schema')} with {stored.get('dim')}-dimensional "
-                    f"vectors, not schema {SCHEMA_VERSION} with {dim}; memory is not derived data, so nothing was "
-                    "changed: point FOREMAN_DATABASE_URL at another database, or move the schema aside "
+
+        def mismatch(schema: str | None, stored_dim: str | None) -> str:
+            return (f"{db.where} holds memory of schema {schema} with {stored_dim}-dimensional vectors, not "
+                    f"schema {SCHEMA_VERSION} with {dim}; memory is not derived data, so nothing was changed: "
+                    "point FOREMAN_DATABASE_URL at another database, or move the schema aside "
                     f"(ALTER SCHEMA {db.schema} RENAME TO {db.schema}_old)")
-            else:
-                self.vectors = Vectors(stored.get("vectors", kind) == "pgvector" and self.vectors.pgvector, dim)
-            conn.execute(f"CREATE TABLE IF NOT EXISTS fact_vectors (fact_id BIGINT PRIMARY KEY REFERENCES facts (id)"
-                         f" ON DELETE CASCADE, owner TEXT NOT NULL, embedding {self.vectors.column_type} NOT NULL)")
-            conn.execute("CREATE INDEX IF NOT EXISTS fact_vectors_owner ON fact_vectors (owner)")
-        _PG_READY[ready] = self.vectors
+
+        self.vectors = prepare_store(db, dim, schema_sql=PG_SCHEMA, version=SCHEMA_VERSION, name="memory",
+                                     vector_tables=lambda column_type: [
+            (f"CREATE TABLE IF NOT EXISTS fact_vectors (fact_id BIGINT PRIMARY KEY REFERENCES facts (id)"
+            f" ON DELETE CASCADE, owner TEXT NOT NULL, embedding {column_type} NOT NULL)"),
+            "CREATE INDEX IF NOT EXISTS fact_vectors_owner ON fact_vectors (owner)"], mismatch=mismatch)
 
     def _connect(self):  # type: ignore[override]
         return self.db.connect()
