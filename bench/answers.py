@@ -50,9 +50,10 @@ import yaml
 
 import foreman  # noqa: F401
 from foreman.agents.models import build_chat_model, describe_model
-from foreman.engine.answer import answer_from_passages, answer_ungrounded, route
+from foreman.engine.answer import answer_from_passages, answer_ungrounded
 from foreman.engine.grounding import ground
 from foreman.engine.policy import RunPolicy
+from foreman.engine.routing import route
 from foreman.settings import get_settings
 
 

@@ -369,7 +369,8 @@ def compare(args: argparse.Namespace) -> int:
             ["forced", "native", "native-required"] if CATALOG[name].native_tool_calls else ["forced"])
         for mode in modes:
             command = [sys.executable, __file__, "--model", name, "--tool-mode", mode,
-                       "--max-llm-calls", str(args.max_llm_calls)] + (["--quick"] if args.quick else [])
+                       "--max-llm-calls", str(args.max_llm_calls)] + (["--quick"] if args.quick else []) + (
+                ["--kinds", args.kinds] if args.kinds else [])
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             lines = done.stdout.strip().splitlines()
             summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else \
@@ -401,7 +402,8 @@ def sweep_sections(args: argparse.Namespace) -> int:
     for drop in variants:
         command = [sys.executable, __file__, "--max-llm-calls", str(args.max_llm_calls)] + (
             ["--quick"] if args.quick else []) + (["--model", args.model] if args.model else []) + (
-            ["--tool-mode", args.tool_mode] if args.tool_mode else []) + (["--drop-section", drop] if drop else [])
+            ["--tool-mode", args.tool_mode] if args.tool_mode else []) + (["--drop-section", drop] if drop else []) + (
+            ["--kinds", args.kinds] if args.kinds else [])
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         lines = done.stdout.strip().splitlines()
         summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else \

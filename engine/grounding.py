@@ -30,7 +30,7 @@ from foreman.tools.knowledge.service import find_passages
 log = logging.getLogger("foreman.grounding")
 
 # Six, not four: the fast path picks its lines from all of them and shows the model four whole
-# passages at most (engine/answer.py); the pve1 row of hosts.csv was fifth for "How much RAM
+# passages at most (engine/evidence.py); the pve1 row of hosts.csv was fifth for "How much RAM
 # does pve1 have?", behind rows that mention pve1 more often.
 DEFAULT_K = 6
 # How long a run's grounding may spend embedding new or changed files before planning; the rest

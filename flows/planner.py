@@ -35,14 +35,7 @@ from foreman.agents.models import build_chat_model, describe_model, uses_embedde
 from foreman.agents.planner import Planner, PlanningOutcome
 from foreman.agents.registry import registry
 from foreman.cf_adapter.taskrun import run_task
-from foreman.engine.answer import (
-    GroundedAnswer,
-    Route,
-    answer_from_passages,
-    fast_path_report,
-    route,
-    style_for,
-)
+from foreman.engine.answer import GroundedAnswer, answer_from_passages, fast_path_report, style_for
 from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.executor import ReplanRequest
@@ -52,6 +45,7 @@ from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import Progress, listening, publish
 from foreman.engine.records import Budgets, RunReport, RunStatus
+from foreman.engine.routing import Route, route
 from foreman.engine.runs import (
     PlanRunResult,
     execute_plan,

@@ -13,13 +13,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from foreman.agents.models import use_model
 from foreman.agents.registry import registry
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, succeed
-from foreman.engine.answer import answer_from_passages, evidence, fast_path_plan, route
+from foreman.engine.answer import answer_from_passages, fast_path_plan
 from foreman.engine.cf_runner import ControlFlowRunner, build_scope
+from foreman.engine.evidence import evidence
 from foreman.engine.executor import Budgets, Engine, RunStatus
 from foreman.engine.grounded_runner import GroundedRunner
 from foreman.engine.grounding import ANSWER_RULE, Grounding, format_passages, ground
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.policy import RunPolicy, tool_env
+from foreman.engine.routing import route
 from foreman.engine.store import run_store
 from foreman.engine.validate import validate_plan
 from foreman.settings import get_settings
@@ -151,6 +153,25 @@ def test_a_count_the_notes_state_is_looked_up_and_one_that_needs_counting_is_pla
     assert decided.kind == kind, decided.reason
     if kind == "answer":
         assert "notes/home-assistant.md:2" in decided.reason  # says which line states it
+
+
+@pytest.mark.parametrize(("question", "line", "phrase"), [
+    ("How many Zigbee devices does Home Assistant manage?",
+     "- Zigbee: Sonoff Zigbee 3.0 USB dongle passed through to the VM; 23 devices (12 lights,", "23 devices"),
+    ("How many daily, weekly and monthly restic snapshots are kept?",
+     "keep 7 daily, 4 weekly and 12 monthly snapshots.", "7 daily, 4 weekly and 12 monthly"),
+])
+def test_the_stated_count_is_put_before_the_lines_so_the_model_does_not_take_another_number(
+        question: str, line: str, phrase: str) -> None:
+    grounding = Grounding(query=question, passages=[passage("notes/home-assistant.md", f"intro\n{line}")])
+    model = ScriptedChatModel(responder=lambda turn: ScriptedReply(content=f"{phrase}."))
+    answered = answer_from_passages(question, grounding, model, style="adaptive")
+    shown = prompt_text(model.turns[0])
+    assert f"[0] notes/home-assistant.md:2 states {phrase}\n" in shown  # first, before the lines
+    assert answered.evidence[0].startswith("notes/home-assistant.md:2: ")  # the line itself, as support
+    plain = Grounding(query="Who manages the Zigbee devices?", passages=grounding.passages)
+    answer_from_passages("Who manages the Zigbee devices?", plain, model, style="adaptive")
+    assert "[0]" not in prompt_text(model.turns[-1])  # not a count question: no note
 
 
 def test_a_refusal_of_the_lines_is_asked_again_without_the_rule_and_checked_against_the_notes() -> None:

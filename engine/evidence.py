@@ -1,0 +1,163 @@
+"""The passage lines that answer a question, picked and shaped by Python for a small model.
+
+`evidence` scores each line (or YAML list item) of the grounded passages by the rarity-weighted
+question words it holds and returns the best few as `path:line: text`: the answer step shows
+them to the model (the `lines` prompt style) and under the answer, so a reader can check what
+the answer rests on. Shaping matters as much as picking on a 1.5B model (issue #12): a CSV row
+is shown as `column: value` pairs, a YAML item as one line with all its keys, a line ending in
+":" with the list under it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+
+from foreman.engine.tables import mended_row as _mended
+from foreman.tools.knowledge.search import Passage
+from foreman.tools.knowledge.store import STOP_WORDS
+
+PASSAGES_IN_PROMPT = 4  # shown whole; past these only a key row (the row *of* the thing asked) counts
+
+
+def words(text: str) -> set[str]:
+    """The words that carry meaning (no stop words, no single letters)."""
+    return {w for w in re.findall(r"[^\W_]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}  # ram_gb: ram, gb
+
+
+def stem(word: str) -> str:
+    """A crude stem, so "runs" matches "run" and "recommends" matches "recommendation"."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]  # "runs" is "run"
+    return word[:5] if len(word) > 5 else word
+
+
+def located(passage: Passage, offset: int) -> str:
+    """`path:line` (or `path:pPAGE:line`) of the passage's line at `offset`."""
+    number = passage.line_start + offset
+    return f"{passage.path}:{number}" if passage.page is None else f"{passage.path}:p{passage.page}:{number}"
+
+
+def evidence(question: str, passages: list[Passage], n: int = 2) -> list[str]:
+    """The `n` passage lines that best support an answer, as 'path:line: text'.
+
+    A line scores the rarity-weighted question words it contains (a word found in few of these
+    lines, like "recommend", counts more than one in many, like "report"), plus a little for
+    question words in its file name or heading; ties go to the better-ranked passage. A CSV
+    row counts its columns' names as its own words ("How much RAM does pve1 have?" -> the
+    pve1 row, under `ram_gb`), and is shown with them. Past the first `PASSAGES_IN_PROMPT`
+    passages only such a row *of* something the question names (its key cell) is taken: lower
+    passages add noise, but the row of pve1 ranks low when other rows mention pve1 more often."""
+    wanted = {stem(w) for w in words(question)}
+    candidates: list[tuple[int, Passage, int, str, set[str]]] = []
+    for rank, passage in enumerate(passages):
+        context = {stem(w) for w in words(f"{passage.path} {passage.heading}")}
+        for offset, line in _units(passage):
+            if rank >= PASSAGES_IN_PROMPT and not _key_row(passage, line, wanted):
+                continue
+            stems = {stem(w) for w in words(line)} & wanted
+            if stems or (context & wanted and line.strip()):
+                candidates.append((rank, passage, offset, line.strip(), stems | (context & wanted)))
+    if not candidates:
+        return []
+    frequency = {w: sum(w in c[4] for c in candidates) for w in wanted}
+    weight = {w: math.log(1 + len(candidates) / frequency[w]) for w in wanted if frequency[w]}
+    scored = []
+    for rank, passage, offset, line, stems in candidates:
+        table = passage.heading.startswith("columns:")
+        in_line = {stem(w) for w in words(f"{line} {passage.heading}" if table else line)} & wanted
+        score = sum(weight[w] for w in in_line) + 0.3 * sum(weight[w] for w in stems - in_line)
+        if _key_row(passage, line, wanted):
+            score += max(weight.values())  # the row *of* pve1 (its key cell), not rows that mention it
+        if _is_yaml(passage) and line.startswith("#"):
+            score *= 0.5  # in a YAML file the values are in the keys; a comment only says what it holds
+        shown = as_record(passage.heading, line) if table else line if _is_yaml(passage) \
+            else _with_continuation(passage, offset)
+        scored.append((-score, rank, offset, f"{located(passage, offset)}: {shown}"))
+    scored.sort()
+    return [text for *_, text in scored[:n]]
+
+
+def _is_yaml(passage: Passage) -> bool:
+    return passage.path.lower().endswith((".yaml", ".yml"))
+
+
+def _units(passage: Passage) -> list[tuple[int, str]]:
+    """What evidence scores: each line, except that a YAML list item is one unit with all its keys
+    ("- id: 20 / name: iot / subnet: 192.168.20.0/24" -> "id: 20, name: iot, subnet: ..."), since
+    the line naming the thing and the line holding the answer are different lines."""
+    lines = passage.text.splitlines()
+    if not _is_yaml(passage):
+        return [(offset, line.strip()) for offset, line in enumerate(lines)]
+    units: list[tuple[int, str]] = []
+    item: tuple[int, int, list[str]] | None = None  # (offset, indent of the dash, parts)
+    for offset, line in enumerate(lines):
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if item and stripped and not stripped.startswith("- ") and indent > item[1]:
+            item[2].append(stripped)
+            continue
+        if item:
+            units.append((item[0], ", ".join(item[2])))
+            item = None
+        if stripped.startswith("- "):
+            item = (offset, indent, [stripped[2:].strip()])
+        else:
+            units.append((offset, stripped))
+    if item:
+        units.append((item[0], ", ".join(item[2])))
+    return units
+
+
+def _key_row(passage: Passage, line: str, wanted: set[str]) -> bool:
+    """A table row whose first cell is a word of the question: the row about that thing."""
+    return passage.heading.startswith("columns:") and stem(line.split(",", 1)[0].strip().lower()) in wanted
+
+
+def as_record(heading: str, line: str) -> str:
+    """A CSV row as "column: value" pairs, so a small model need not count commas to know which
+    number is the RAM ("pve1,...,64,..." -> "hostname: pve1, ..., ram_gb: 64"). The header row
+    itself, or a row that does not parse, comes back as it was."""
+    header = [c.strip() for c in heading.removeprefix("columns:").split(",")]
+    try:
+        row = _mended(next(csv.reader([line])), len(header))
+    except (csv.Error, StopIteration):
+        return line
+    if len(row) != len(header) or [c.strip() for c in row] == header:
+        return line
+    return ", ".join(f"{name}: {value.strip()}" for name, value in zip(header, row, strict=True) if value.strip())
+
+
+def readable(passage: Passage) -> str:
+    """A passage as the model is shown it: a table's rows as records, other text as it is."""
+    if not passage.heading.startswith("columns:"):
+        return passage.text
+    return "\n".join(as_record(passage.heading, line) for line in passage.text.splitlines())
+
+
+LIST_ITEMS_JOINED = 6
+_LIST_ITEM = re.compile(r"^(\d+[.)]|[-*+])\s+\S")
+
+
+def _with_continuation(passage: Passage, offset: int) -> str:
+    """The line, and the next one when the sentence it starts goes on there ("... the Backblaze
+    B2 bucket" + "`sam-homelab-backups` (region ...)"), or the list a line ending in ":" opens."""
+    lines = passage.text.splitlines()
+    line = lines[offset].strip()
+    if line.endswith(":"):  # "Start in this order, ...:" and the list under it
+        items = []
+        for after in lines[offset + 1:offset + 1 + LIST_ITEMS_JOINED + 1]:
+            item = after.strip()
+            if _LIST_ITEM.match(item):
+                items.append(item)
+            elif item or items:
+                break
+        if items:
+            return " ".join([line, *items])
+    following = lines[offset + 1].strip() if offset + 1 < len(lines) else ""
+    log_like = (line[:3].isdigit() or line[:3] == following[:3]  # one record per line: never joined
+                or passage.heading.startswith("columns:"))
+    if following and not log_like and not line.endswith((".", "!", "?", "|", ";")) and not following.startswith(("#", "|")):
+        return f"{line} {following}"
+    return line
