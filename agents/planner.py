@@ -9,6 +9,7 @@ bounded number of times.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any, Literal, Union
 
@@ -117,14 +118,33 @@ def strict_draft_schema(scope: PlanScope, max_tasks: int = 3) -> type[BaseModel]
     )
 
 
+# a title that names nothing: a copied task id ("6d9d0794"), the step's own id, no letters
+_MEANINGLESS_TITLE = re.compile(r"[0-9a-f]{6,}|step\d*|[^A-Za-z]*", re.IGNORECASE)
+
+
+def readable_title(title: str, instructions: str, max_length: int = 80) -> str:
+    """`title`, or the start of `instructions` when the title names nothing.
+
+    The 1.5B sometimes copies ControlFlow's task id into a step's title; the UI and the
+    explanation show titles, so Python mends it instead of spending a repair call."""
+    if not _MEANINGLESS_TITLE.fullmatch(title.strip()) or not instructions.strip():
+        return title
+    first = re.split(r"(?<=[.!?])\s", instructions.strip(), maxsplit=1)[0].rstrip(".!?")
+    if len(first) <= max_length:
+        return first
+    return first[: max_length - 1].rsplit(" ", 1)[0] + "…"
+
+
 def to_plan(draft: Any, objective: str) -> Plan:
     """Draft (enum-typed) -> Plan (plain data). Pydantic errors here are validation errors too."""
     data = draft.model_dump(mode="json") if isinstance(draft, BaseModel) else dict(draft)
-    return Plan(
-        objective=objective,
-        rationale=data.get("rationale", ""),
-        tasks=[SubTask(**{k: v for k, v in t.items() if v is not None}) for t in data.get("tasks", [])],
-    )
+    tasks = []
+    for step in data.get("tasks", []):
+        fields = {k: v for k, v in step.items() if v is not None}
+        if isinstance(fields.get("title"), str) and isinstance(fields.get("instructions"), str):
+            fields["title"] = readable_title(fields["title"], fields["instructions"])
+        tasks.append(SubTask(**fields))
+    return Plan(objective=objective, rationale=data.get("rationale", ""), tasks=tasks)
 
 
 def catalogue(scope: PlanScope, agents: AgentRegistry) -> dict[str, Any]:

@@ -237,3 +237,21 @@ def test_strict_schema_cannot_express_cycles_unknown_ids_or_out_of_scope_tools()
     for tasks in bad_drafts:
         with pytest.raises(ValidationError):
             schema(rationale="r", tasks=tasks)
+
+
+def test_a_step_title_that_names_nothing_is_mended_from_its_instructions() -> None:
+    from foreman.agents.planner import to_plan
+
+    draft = {"rationale": "read, then compare", "tasks": [
+        {"id": "step1", "title": "6d9d0794", "agent": "generalist",
+         "instructions": "Read the Wi-Fi notes and identify the guest network launch date. Quote it."},
+        {"id": "step2", "title": "Compare the dates", "agent": "generalist", "depends_on": ["step1"],
+         "instructions": "Compare the launch dates."},
+        {"id": "step3", "title": "step3", "agent": "generalist", "depends_on": ["step2"],
+         "instructions": "Write " + "a very long sentence " * 10},
+    ]}
+    plan = to_plan(draft, "Do the guest network launch dates agree?")
+    first, second, third = (t.title for t in plan.tasks)
+    assert first == "Read the Wi-Fi notes and identify the guest network launch date"
+    assert second == "Compare the dates"  # a real title is kept as written
+    assert len(third) <= 80 and third.startswith("Write a very long sentence") and third.endswith("…")
