@@ -119,7 +119,7 @@ def strict_draft_schema(scope: PlanScope, max_tasks: int = 3) -> type[BaseModel]
 
 
 # a title that names nothing: a copied task id ("6d9d0794"), the step's own id, no letters
-_MEANINGLESS_TITLE = re.compile(r"[0-9a-f]{6,}|step\d*|[^A-Za-z]*", re.IGNORECASE)
+_MEANINGLESS_TITLE = re.compile(r"(?=\D*\d)[0-9a-f]{6,}|step\d*|[^A-Za-z]*", re.IGNORECASE)
 
 
 def readable_title(title: str, instructions: str, max_length: int = 80) -> str:

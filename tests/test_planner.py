@@ -240,7 +240,7 @@ def test_strict_schema_cannot_express_cycles_unknown_ids_or_out_of_scope_tools()
 
 
 def test_a_step_title_that_names_nothing_is_mended_from_its_instructions() -> None:
-    from foreman.agents.planner import to_plan
+    from foreman.agents.planner import readable_title, to_plan
 
     draft = {"rationale": "read, then compare", "tasks": [
         {"id": "step1", "title": "6d9d0794", "agent": "generalist",
@@ -254,4 +254,5 @@ def test_a_step_title_that_names_nothing_is_mended_from_its_instructions() -> No
     first, second, third = (t.title for t in plan.tasks)
     assert first == "Read the Wi-Fi notes and identify the guest network launch date"
     assert second == "Compare the dates"  # a real title is kept as written
+    assert readable_title("Facade", "Paint the front.") == "Facade"  # a word of hex letters is a word
     assert len(third) <= 80 and third.startswith("Write a very long sentence") and third.endswith("…")
