@@ -10,6 +10,7 @@ bounded number of times.
 from __future__ import annotations
 
 import re
+import textwrap
 from enum import Enum
 from typing import Any, Literal, Union
 
@@ -130,9 +131,7 @@ def readable_title(title: str, instructions: str, max_length: int = 80) -> str:
     if not _MEANINGLESS_TITLE.fullmatch(title.strip()) or not instructions.strip():
         return title
     first = re.split(r"(?<=[.!?])\s", instructions.strip(), maxsplit=1)[0].rstrip(".!?")
-    if len(first) <= max_length:
-        return first
-    return first[: max_length - 1].rsplit(" ", 1)[0] + "…"
+    return textwrap.shorten(first, max_length, placeholder="…")
 
 
 def to_plan(draft: Any, objective: str) -> Plan:

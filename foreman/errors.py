@@ -31,7 +31,9 @@
     │   └── KnowledgeBusy             another ingest of the same knowledge base kept its lock too long
     ├── ToolError                     a tool call went wrong; the agent sees the message
     │   ├── ToolRefused               a guard said no before anything was touched
-    │   │   └── MediaRefused          a file the media tools will not read: format, size, length, damage
+    │   │   ├── MediaRefused          a file the media tools will not read: format, size, length, damage
+    │   │   └── QueryRefused          a model's SQL that is not one read-only SELECT over the tables shown
+    │   ├── QueryFailed               the query engine could not run a checked query (error, time, memory)
     │   └── FetchError                the page could not be fetched
     └── ModelError                    the model layer failed (server, forced output, scripted model)
         ├── LocalModelError           the embedded llama.cpp server
@@ -273,6 +275,17 @@ class ToolRefused(ToolError):
         self.tool = tool
         self.reason = reason
         super().__init__(f"{tool} refused: {reason}")
+
+
+class QueryRefused(ToolRefused):
+    """A query is not one read-only SELECT over the tables shown; it never reached the engine."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("query", reason)
+
+
+class QueryFailed(ToolError):
+    """The engine could not run a checked query: an error, or past its time or memory limit."""
 
 
 class FetchError(ToolError):

@@ -13,7 +13,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from foreman.agents.models import use_model
-from foreman.agents.planner import PlanningFailed, draft_schema
+from foreman.agents.planner import PlanningFailed, draft_schema, readable_title, to_plan
 from foreman.agents.registry import registry
 from foreman.agents.scripted import (
     ScriptedChatModel,
@@ -240,8 +240,6 @@ def test_strict_schema_cannot_express_cycles_unknown_ids_or_out_of_scope_tools()
 
 
 def test_a_step_title_that_names_nothing_is_mended_from_its_instructions() -> None:
-    from foreman.agents.planner import readable_title, to_plan
-
     draft = {"rationale": "read, then compare", "tasks": [
         {"id": "step1", "title": "6d9d0794", "agent": "generalist",
          "instructions": "Read the Wi-Fi notes and identify the guest network launch date. Quote it."},

@@ -1,0 +1,195 @@
+"""One read-only SELECT over the tables a model was shown: checked by a parser, run in a box.
+
+A query a model writes is untrusted text (a workspace note can ask for other SQL). Two walls:
+
+1. `check_query` parses it with sqlglot (DuckDB dialect) before anything runs: exactly one
+   statement, a SELECT (with CTEs, unions, subqueries); every table it names is one it was shown
+   or one of its own CTEs; no table functions (`read_csv('/etc/passwd')`), no function that
+   reads files, settings or the environment; no schema-qualified names. Anything else is
+   `QueryRefused`, with the reason the model is told on its one retry.
+2. `run_query` loads only the shown tables into a private in-memory DuckDB, then turns off
+   external access and locks the configuration, so even a query that slipped past the parser
+   cannot reach a file, the network or an extension. One thread, a memory cap, a row cap
+   (`LIMIT` added around the query) and a wall-clock limit (the query is interrupted).
+
+`run_query` also finds each result's evidence: the source rows (`path:line`) the answer came
+from. A query without aggregation returns its rows' own sources; an aggregate is traced by
+running its FROM/JOIN/WHERE again for the sources of the rows it summed or counted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+import threading
+from typing import Any
+
+import duckdb
+import sqlglot
+from pydantic import BaseModel, Field
+from sqlglot import exp
+
+from foreman.errors import QueryFailed, QueryRefused
+from foreman.tools.tables.store import SOURCE, TableCatalog
+
+ROW_CAP = 200
+EVIDENCE_CAP = 50
+TIME_LIMIT_S = 10.0
+MEMORY_LIMIT = "512MB"
+# Functions that read files, the network, settings or the environment, or run other SQL.
+_FORBIDDEN_FUNCTION = re.compile(
+    r"^(read_\w+|\w+_scan|glob|sniff_csv|parquet_\w+|query(_table)?|getenv|current_setting|duckdb_\w+|pragma_\w+|"
+    r"which_secret|load|install|import\w*|export\w*|checkpoint|force_checkpoint|set_\w+|enable_\w+|disable_\w+|"
+    r"from_json_strict|json_execute_serialized_sql|system|shell|iceberg_\w+|delta_\w+|httpfs\w*|sqlite_\w+|"
+    r"postgres_\w+|mysql_\w+|read|write\w*|copy\w*|attach|detach|getvariable|setvariable)$", re.IGNORECASE)
+
+
+class QueryResult(BaseModel):
+    sql: str
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = Field(default=False, description="more rows than the cap; only the first are kept")
+    sources: list[str] = Field(default_factory=list, description="path:line of the rows the result came from")
+    evidence: list[str] = Field(default_factory=list, description="'path:line: col=value, …' for a person")
+    seconds: float = 0.0
+
+
+def check_query(sql: str, allowed: set[str]) -> exp.Query:
+    """The parsed query when it is one read-only SELECT over `allowed` tables; else `QueryRefused`."""
+    text = sql.strip().rstrip(";").strip()
+    if not text:
+        raise QueryRefused("the query is empty; write one SELECT")
+    try:
+        statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        raise QueryRefused(f"the query does not parse: {str(exc).splitlines()[0][:200]}") from exc
+    if len(statements) != 1:
+        raise QueryRefused(f"write exactly one statement, not {len(statements)}")
+    query = statements[0]
+    if not isinstance(query, exp.Query):
+        raise QueryRefused(f"only a SELECT is allowed, not {query.key.upper()}")
+    ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+    for node in query.walk():
+        if isinstance(node, (exp.DML, exp.DDL, exp.Command, exp.Pragma, exp.Set, exp.Copy, exp.Attach, exp.Detach,
+                             exp.Use, exp.Transaction, exp.Into, exp.Describe)):
+            raise QueryRefused(f"only a SELECT is allowed; {node.key.upper()} is not")
+        if isinstance(node, exp.Table):
+            if not isinstance(node.this, exp.Identifier):
+                raise QueryRefused(f"table functions are not allowed ({node.sql('duckdb')[:80]}); "
+                                   f"use the tables shown: {', '.join(sorted(allowed))}")
+            if node.args.get("db") or node.args.get("catalog"):
+                raise QueryRefused(f"use the table names as shown, without a schema ({node.sql('duckdb')[:80]})")
+            if node.name.lower() not in allowed and node.name.lower() not in ctes:
+                raise QueryRefused(f"there is no table {node.name!r}; the tables are: {', '.join(sorted(allowed))}")
+        if isinstance(node, exp.Func):
+            name = node.sql_name() if not isinstance(node, exp.Anonymous) else str(node.this)
+            if _FORBIDDEN_FUNCTION.match(name.lower()):
+                raise QueryRefused(f"the function {name}() is not allowed in a query")
+    return query
+
+
+def run_query(catalog: TableCatalog, sql: str, tables: list[str], *, row_cap: int = ROW_CAP,
+              time_limit_s: float = TIME_LIMIT_S) -> QueryResult:
+    """Check `sql`, run it over `tables` (names in `catalog`) and return its rows and their sources."""
+    import time
+
+    started = time.monotonic()
+    allowed = {t.lower() for t in tables}
+    query = check_query(sql, allowed)
+    with _sandbox(catalog, tables) as db:
+        wrapped = f"SELECT * FROM ({query.sql('duckdb')}) AS result LIMIT {row_cap + 1}"
+        columns, rows = _execute(db, wrapped, time_limit_s)
+        truncated = len(rows) > row_cap
+        rows = rows[:row_cap]
+        sources, evidence = _trace(db, query, catalog, tables, time_limit_s)
+    return QueryResult(sql=query.sql("duckdb", pretty=True), columns=columns, rows=[[_plain(v) for v in r] for r in rows],
+                       truncated=truncated, sources=sources, evidence=evidence, seconds=time.monotonic() - started)
+
+
+class _sandbox:
+    """An in-memory DuckDB holding only `tables`, then closed to the outside world."""
+
+    def __init__(self, catalog: TableCatalog, tables: list[str]) -> None:
+        self.catalog, self.tables = catalog, tables
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.db = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": MEMORY_LIMIT,
+                                                     "autoinstall_known_extensions": False,
+                                                     "autoload_known_extensions": False})
+        for name in self.tables:
+            path = str(self.catalog.parquet(name)).replace("'", "''")
+            self.db.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{path}')")
+        self.db.execute("SET enable_external_access = false")
+        self.db.execute("SET lock_configuration = true")
+        return self.db
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.close()
+
+
+def _execute(db: duckdb.DuckDBPyConnection, sql: str, time_limit_s: float) -> tuple[list[str], list[tuple]]:
+    timer = threading.Timer(time_limit_s, db.interrupt)
+    timer.start()
+    try:
+        cursor = db.execute(sql)
+        columns = [d[0] for d in cursor.description or []]
+        return columns, cursor.fetchall()
+    except duckdb.InterruptException as exc:
+        raise QueryFailed(f"the query ran longer than {time_limit_s:.0f} s and was stopped") from exc
+    except duckdb.OutOfMemoryException as exc:
+        raise QueryFailed(f"the query needed more than {MEMORY_LIMIT} of memory and was stopped") from exc
+    except duckdb.Error as exc:
+        raise QueryFailed(str(exc).splitlines()[0][:300]) from exc
+    finally:
+        timer.cancel()
+
+
+def _trace(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCatalog, tables: list[str],
+           time_limit_s: float) -> tuple[list[str], list[str]]:
+    """The source rows behind the result: for a plain SELECT, its own rows; for an aggregate,
+    the rows its FROM/JOIN/WHERE kept. Best effort: a query too complex to trace gives none."""
+    select = query if isinstance(query, exp.Select) else None
+    if select is None or not (select.args.get("from_") or select.args.get("from")):
+        return [], []
+    sources = [t for t in select.find_all(exp.Table) if t.name.lower() in {n.lower() for n in tables}
+               and t.find_ancestor(exp.Select) is select]
+    if not sources:
+        return [], []
+    traced = select.copy()
+    aggregated = bool(select.args.get("group")) or any(
+        isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Select) is select for node in select.find_all(exp.AggFunc))
+    if aggregated or select.args.get("distinct"):
+        for part in ("group", "having", "order", "limit", "offset", "distinct", "qualify"):
+            traced.set(part, None)
+    columns = []
+    for table in sources:
+        ref = table.alias_or_name
+        card = catalog.tables[next(n for n in tables if n.lower() == table.name.lower())]
+        shown = ", ".join(f"{c.name}=' || coalesce(CAST({ref}.{c.name} AS VARCHAR), '') || '"
+                          for c in card.columns[:8])
+        columns.append(exp.alias_(sqlglot.parse_one(f"{ref}.{SOURCE}", read="duckdb"), f"s_{len(columns)}"))
+        columns.append(exp.alias_(sqlglot.parse_one(f"'{shown}'", read="duckdb"), f"e_{len(columns)}"))
+    traced.set("expressions", columns)
+    try:
+        _, rows = _execute(db, f"SELECT * FROM ({traced.sql('duckdb')}) AS t LIMIT {EVIDENCE_CAP}", time_limit_s)
+    except (QueryFailed, sqlglot.errors.SqlglotError):
+        return [], []
+    found_sources: list[str] = []
+    evidence: list[str] = []
+    for row in rows:
+        for i in range(0, len(row), 2):
+            if row[i] and row[i] not in found_sources:
+                found_sources.append(row[i])
+                evidence.append(f"{row[i]}: {row[i + 1]}")
+    return found_sources, evidence
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value)
+    return value

@@ -1,0 +1,277 @@
+"""The workspace's tables: every table-shaped file as typed Parquet, with one catalogue of cards.
+
+`sync_tables(folder)` walks the folder with the knowledge index's confinement (no symlink out,
+no dotfiles, no fifos), reads only the files that may hold tables, and re-reads a file only when
+its bytes changed (the same sha256 fingerprint the knowledge index keys on). Each table is
+written by DuckDB to a Parquet file (types kept, `_source` = `path:line` for every row) and
+described by a `TableCard`: clean name, typed columns, row count, three sample rows, the few
+values a short text column takes. The catalogue is one JSON file replaced atomically, under a
+lock, so two runs never see half a sync.
+
+Why Parquet and not one DuckDB file: a DuckDB file admits one writing process; runs on a
+worker, the CLI and tests read the same workspace at once. A query loads only the tables it
+was shown into a private in-memory database (`tools/tables/query.py`).
+
+A file that holds no table, or too much, is counted with its reason, never fatal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from foreman.errors import ToolRefused
+from foreman.settings import Settings, get_settings
+from foreman.tools.knowledge.bases import workspace_base
+from foreman.tools.knowledge.walk import opened_root, read_confined, walk
+from foreman.tools.tables.columns import clean_name, typed_column
+from foreman.tools.tables.shapes import NotATable, TableData, may_hold_tables, read_tables
+from foreman.tools.workspace import Workspace
+
+log = logging.getLogger("foreman.tables")
+SHAPES_VERSION = "1"  # bump when shapes/columns read files differently: every file is read again
+MAX_TABLE_FILE_BYTES = 20_000_000
+SAMPLE_ROWS = 3
+FEW_VALUES = 12  # a text column with at most this many distinct values lists them on its card
+SOURCE = "_source"
+
+
+class ColumnCard(BaseModel):
+    name: str
+    type: str
+    header: str = Field(description="the column as the file names it")
+    unit: str | None = None
+    values: list[str] | None = Field(default=None, description="every value, when a text column has few")
+
+
+class TableCard(BaseModel):
+    """What a model is shown of a table, and what retrieval searches."""
+
+    name: str
+    path: str
+    label: str = ""
+    kind: str
+    columns: list[ColumnCard]
+    rows: int
+    sample: list[dict[str, Any]] = Field(default_factory=list)
+    dropped: int = 0
+    file: str = Field(description="the Parquet file, relative to the catalogue's folder")
+
+    def search_text(self) -> str:
+        """Names, headers, path, label and the few values: what a question's words can meet."""
+        parts = [self.name, self.path, self.label]
+        for column in self.columns:
+            parts += [column.name, column.header, *(column.values or [])]
+        for row in self.sample:
+            parts += [str(v) for v in row.values() if isinstance(v, str)]
+        return " ".join(parts)
+
+
+class FileEntry(BaseModel):
+    fingerprint: str
+    tables: list[str] = Field(default_factory=list)
+    skipped: str | None = None
+
+
+class TableCatalog(BaseModel):
+    """Every table of one folder, and why each other candidate file gave none."""
+
+    root: str
+    folder: str = Field(description="where the catalogue and its Parquet files live")
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    tables: dict[str, TableCard] = Field(default_factory=dict)
+    seconds: float = 0.0
+    read: list[str] = Field(default_factory=list, description="files (re)read by the last sync")
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {path: entry.skipped for path, entry in self.files.items() if entry.skipped}
+
+    def parquet(self, name: str) -> Path:
+        return Path(self.folder) / self.tables[name].file
+
+    def summary(self) -> str:
+        return (f"{len(self.tables)} table(s) from {sum(bool(e.tables) for e in self.files.values())} file(s); "
+                f"{len(self.read)} read this time; {len(self.skipped)} without a table")
+
+
+def catalog_folder(root: Path, settings: Settings) -> Path:
+    return settings.home / "tables" / workspace_base(root)
+
+
+def sync_tables(folder: Path | str, settings: Settings | None = None) -> TableCatalog:
+    """The folder's table catalogue, brought up to date (only changed files are read again)."""
+    settings = settings or get_settings()
+    started = time.monotonic()
+    root = Path(folder).expanduser().resolve()
+    home = catalog_folder(root, settings)
+    home.mkdir(parents=True, exist_ok=True)
+    with _locked(home):
+        before = load_catalog(root, settings)
+        catalog = TableCatalog(root=str(root), folder=str(home))
+        ws = Workspace(root=root, max_read_bytes=MAX_TABLE_FILE_BYTES, allow_hardlinks=settings.file_allow_hardlinks)
+        taken: set[str] = set()
+        fresh: list[tuple[str, str, list[TableData]]] = []
+        with opened_root(ws) as root_fd:
+            for rel in walk(ws, root_fd).files:
+                if not may_hold_tables(rel):
+                    continue
+                entry, tables = _read(ws, root_fd, rel, before)
+                if entry is None:
+                    continue
+                catalog.files[rel] = entry
+                if tables is None:  # unchanged: keep its cards and files
+                    for name in entry.tables:
+                        catalog.tables[name] = before.tables[name]
+                        taken.add(name)
+                elif tables:
+                    fresh.append((rel, entry.fingerprint, tables))
+        for rel, fingerprint, tables in fresh:
+            catalog.read.append(rel)
+            entry = catalog.files[rel]
+            for table in tables:
+                card = _write_table(table, home, fingerprint, taken)
+                if card is None:
+                    continue
+                catalog.tables[card.name] = card
+                entry.tables.append(card.name)
+            if not entry.tables:
+                entry.skipped = "no rows"
+        catalog.seconds = time.monotonic() - started
+        _save(catalog, home)
+        _drop_unused(catalog, home)
+    log.info("tables: %s", catalog.summary())
+    return catalog
+
+
+def load_catalog(root: Path | str, settings: Settings | None = None) -> TableCatalog:
+    settings = settings or get_settings()
+    root = Path(root).expanduser().resolve()
+    home = catalog_folder(root, settings)
+    path = home / "catalog.json"
+    try:
+        catalog = TableCatalog.model_validate_json(path.read_text())
+    except (OSError, ValueError):
+        return TableCatalog(root=str(root), folder=str(home))
+    if catalog.root != str(root) or any(not catalog.parquet(n).is_file() for n in catalog.tables):
+        return TableCatalog(root=str(root), folder=str(home))  # damaged or moved: read everything again
+    return catalog
+
+
+def fingerprint(data: bytes) -> str:
+    return f"tables{SHAPES_VERSION}:{hashlib.sha256(data).hexdigest()}"
+
+
+def _read(ws: Workspace, root_fd: int, rel: str, before: TableCatalog
+          ) -> tuple[FileEntry | None, list[TableData] | None]:
+    """(entry, tables read) for a changed file; (entry, None) for an unchanged one; (None, None) unreadable."""
+    try:
+        data, _ = read_confined(ws, root_fd, rel, ws.max_read_bytes)
+    except (ToolRefused, OSError):
+        return None, None
+    if data is None:
+        return FileEntry(fingerprint="", skipped=f"larger than {MAX_TABLE_FILE_BYTES} bytes"), []
+    digest = fingerprint(data)
+    old = before.files.get(rel)
+    if old is not None and old.fingerprint == digest and all(n in before.tables for n in old.tables):
+        return old, None
+    if b"\x00" in data[:8192]:
+        return FileEntry(fingerprint=digest, skipped="binary"), []
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return FileEntry(fingerprint=digest, skipped="not UTF-8 text"), []
+    found = read_tables(rel, text)
+    if isinstance(found, NotATable):
+        return FileEntry(fingerprint=digest, skipped=found.reason), []
+    return FileEntry(fingerprint=digest), found
+
+
+def _table_name(table: TableData, taken: set[str]) -> str:
+    stem = Path(table.path).stem
+    label = table.label.split(".")[-1] if table.label else ""
+    if table.kind == "markdown" and label:
+        text = f"{stem} {label}"
+    elif label and label.lower() != stem.lower():
+        text = label if table.kind == "records" and len(label) > 2 else f"{stem} {label}"
+    else:
+        text = stem
+    return clean_name(text, taken, fallback="t")
+
+
+def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]) -> TableCard | None:
+    if not table.rows or not table.columns:
+        return None
+    name = _table_name(table, taken)
+    names: set[str] = {SOURCE}
+    cards: list[ColumnCard] = []
+    converted: list[list[Any]] = []
+    for index, header in enumerate(table.columns):
+        column = typed_column([row[index] if index < len(row) else None for row in table.rows])
+        card = ColumnCard(name=clean_name(str(header), names), type=column.sql_type, header=str(header),
+                          unit=column.unit)
+        if column.sql_type == "VARCHAR":
+            distinct = sorted({v for v in column.values if v is not None})
+            if len(distinct) <= FEW_VALUES and len(distinct) < len(table.rows) and all(len(v) <= 40 for v in distinct):
+                card.values = distinct
+        cards.append(card)
+        converted.append(column.values)
+    file = f"{name}-{fingerprint.rsplit(':', 1)[-1][:16]}.parquet"
+    with duckdb.connect() as db:
+        columns_sql = ", ".join(f'"{c.name}" {c.type}' for c in cards)
+        db.execute(f'CREATE TABLE t ({columns_sql}, "{SOURCE}" VARCHAR)')
+        rows = [[values[i] for values in converted] + [f"{table.path}:{table.lines[i]}"] for i in range(len(table.rows))]
+        placeholders = ", ".join("?" * (len(cards) + 1))
+        for start in range(0, len(rows), 1000):
+            db.executemany(f"INSERT INTO t VALUES ({placeholders})", rows[start:start + 1000])
+        tmp = home / f".{file}.tmp"
+        db.execute(f"COPY t TO '{_sql_path(tmp)}' (FORMAT parquet)")
+        os.replace(tmp, home / file)
+        sample = db.execute(f"SELECT * EXCLUDE ({SOURCE}) FROM t LIMIT {SAMPLE_ROWS}").fetchall()
+    return TableCard(name=name, path=table.path, label=table.label, kind=table.kind, columns=cards,
+                     rows=len(table.rows), dropped=table.dropped, file=file,
+                     sample=[{c.name: _plain(v) for c, v in zip(cards, row)} for row in sample])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    return value
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _save(catalog: TableCatalog, home: Path) -> None:
+    tmp = home / ".catalog.json.tmp"
+    tmp.write_text(catalog.model_dump_json(indent=1))
+    os.replace(tmp, home / "catalog.json")
+
+
+def _drop_unused(catalog: TableCatalog, home: Path) -> None:
+    used = {card.file for card in catalog.tables.values()}
+    for file in home.glob("*.parquet"):
+        if file.name not in used:
+            file.unlink(missing_ok=True)
+
+
+@contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    with open(home / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
