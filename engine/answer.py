@@ -22,11 +22,11 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from foreman.agents.models import uses_embedded_model
-from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stem, words
+from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stated_count, stem, words
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
-from foreman.engine.routing import Route, stated_count
+from foreman.engine.routing import Route
 from foreman.settings import Settings
 from foreman.tools.knowledge.search import Passage
 
@@ -154,21 +154,14 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     is, the answer is the refusal: the notes do not say, as far as anyone can check."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
-    computed = grounding.count.line if grounding.count else stated_note(question, grounding.passages)
-    if grounding.count is not None:
-        # Python counted: nothing is left to think about, and a 1.5B model asked to say "3 rows: 101
-        # dev-debian; ..." answered "101 VMs" (issue #12). The answer is the count, with its rows.
-        answer, tokens, calls = grounding.count.answer, 0, 0
-    elif style != "adaptive":
+    computed = stated_note(question, grounding.passages)
+    if style != "adaptive":
         answer, tokens = _ask(model, prompt(question, passages, style, computed, grounding.passages), max_tokens)
         calls = 1
     else:
         answer, tokens, calls = _adaptive(question, grounding, passages, computed, model, max_tokens)
-    counted = grounding.count.line if grounding.count else None
-    support = ([counted] if counted else []) + evidence(question, grounding.passages, 1 if counted else 2)
+    support = evidence(question, grounding.passages, 2)
     sources = _cited(answer, grounding.passages, support)
-    if grounding.count and not any(s.startswith(f"{grounding.count.path}:") for s in sources):
-        sources.insert(0, grounding.count.path)
     return GroundedAnswer(question=question, answer=answer, sources=sources,
                           evidence=support, passages=passages, grounded=bool(passages), calls=calls,
                           seconds=time.monotonic() - started, tokens=tokens)

@@ -14,7 +14,9 @@ import csv
 import math
 import re
 
-from foreman.engine.tables import mended_row as _mended
+from pydantic import BaseModel
+
+from foreman.tools.tables.shapes import mended_row as _mended
 from foreman.tools.knowledge.search import Passage
 from foreman.tools.knowledge.store import STOP_WORDS
 
@@ -161,3 +163,51 @@ def _with_continuation(passage: Passage, offset: int) -> str:
     if following and not log_like and not line.endswith((".", "!", "?", "|", ";")) and not following.startswith(("#", "|")):
         return f"{line} {following}"
     return line
+
+
+class StatedCount(BaseModel):
+    """A count the notes state: where (`path:line`) and in which words ("23 devices")."""
+
+    location: str
+    phrase: str
+
+
+_COUNT_ENDS = re.compile(r"^(are|is|was|were|do|does|did|may|can|could|will|would|should|have|has|had|run|runs|"
+                         r"in|on|of|at|for|per|from|with|there|does|kept|left)$", re.IGNORECASE)
+_NUMBER = re.compile(r"^\d[\d.,]*$")
+
+
+def _singular(word: str) -> str:
+    return stem(word[:-1] if word.endswith("s") and len(word) > 3 else word)
+
+
+def stated_count(question: str, passages: list[Passage]) -> StatedCount | None:
+    """Where a passage states the count a "how many" question asks for, and the words stating it.
+
+    "How many reallocated sectors does disk sdc have?" is a lookup when a line says "sdc ... 8
+    reallocated sectors"; "How many hosts are in the basement rack?" needs counting rows. A line
+    states the count when a number stands at most two words before the counted noun, and the line
+    also names something else the question asks about (sdc), so "A 32 GB VM takes 20 minutes"
+    does not answer "How many VMs run on pve2?"."""
+    after = re.split(r"\bhow many\b", question, maxsplit=1, flags=re.IGNORECASE)[-1]
+    counted: list[str] = []
+    for word in re.findall(r"[^\W_]+", after.lower()):
+        if _COUNT_ENDS.match(word) or len(counted) == 3:
+            break
+        if word not in STOP_WORDS:
+            counted.append(_singular(word))
+    others = {_singular(w) for w in words(question)} - set(counted) - {"how", "many"}
+    for passage in passages:
+        context = {_singular(w) for w in words(f"{passage.path} {passage.heading}")}
+        for offset, line in enumerate(passage.text.splitlines()):
+            tokens = list(re.finditer(r"[^\s,;:()]+", line))
+            lowered = [t.group(0).lower().strip(".") for t in tokens]
+            pairs = [(i, j) for i, word in enumerate(lowered) if _NUMBER.match(word)
+                     for j in range(i + 1, min(i + 4, len(tokens))) if _singular(lowered[j]) in counted]
+            if not pairs:
+                continue
+            # from the first number to the last counted noun: "23 devices", "7 daily, 4 weekly and 12 monthly"
+            phrase = line[tokens[pairs[0][0]].start():tokens[max(j for _, j in pairs)].end()].rstrip(".")
+            if not others or others & ({_singular(w) for w in words(line)} | context):
+                return StatedCount(location=located(passage, offset), phrase=phrase)
+    return None

@@ -105,6 +105,22 @@ def write_answer(objective: str, answer: str, sources: list[str] | None = None) 
           description=answer[:300] + ("…" if len(answer) > 300 else ""))  # the card shows it
 
 
+def write_query(answered: Any) -> None:
+    """The "query" artifact of a query-route run: the SQL, the tables it was shown, its rows and their sources."""
+    from foreman.engine.query import markdown_table
+
+    parts = [f"**Query** over {', '.join(answered.tables)}:\n\n```sql\n{answered.sql}\n```",
+             f"**Result** ({len(answered.rows)} row(s){', cut' if answered.truncated else ''}):\n\n"
+             + markdown_table(answered.columns, answered.rows[:50])]
+    if answered.evidence:
+        parts.append("**Source rows**:\n\n" + "\n".join(f"- `{line}`" for line in answered.evidence))
+    if answered.refusals:
+        parts.append("**Tries refused or failed**:\n\n" + "\n".join(f"- {r}" for r in answered.refusals))
+    if answered.written:
+        parts.append(f"**Wrote** `{answered.written}`.")
+    _safe(create_markdown_artifact, key="query", markdown="\n\n".join(parts), description=answered.sql[:300])
+
+
 def write_attachments(markdown: str, description: str) -> None:
     """The "attachments" artifact of a run given files: each file, its kind and how it was read."""
     _safe(create_markdown_artifact, key="attachments", markdown=markdown, description=description[:300])

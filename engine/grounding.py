@@ -20,18 +20,18 @@ import time
 from pydantic import BaseModel, Field
 
 from foreman.engine.policy import RunPolicy
-from foreman.engine.tables import TableCount, count_rows
 from foreman.settings import Settings, get_settings
 from foreman.tools.knowledge.bases import workspace_base
 from foreman.tools.knowledge.ingest import IngestReport, ingest
 from foreman.tools.knowledge.search import Passage
 from foreman.tools.knowledge.service import find_passages
+from foreman.tools.tables.store import TableCatalog, sync_tables
 
 log = logging.getLogger("foreman.grounding")
 
 # Six, not four: the fast path picks its lines from all of them and shows the model four whole
-# passages at most (engine/evidence.py); the pve1 row of hosts.csv was fifth for "How much RAM
-# does pve1 have?", behind rows that mention pve1 more often.
+# passages at most (engine/evidence.py): a table's row of the thing asked often ranks below rows
+# that mention it more often.
 DEFAULT_K = 6
 # How long a run's grounding may spend embedding new or changed files before planning; the rest
 # is indexed by later runs (or `foreman knowledge ingest`). The demo workspace needs about 11 s cold.
@@ -60,7 +60,7 @@ class Grounding(BaseModel):
     bases: list[str] = Field(default_factory=list)
     indexed: IngestReport | None = None
     seconds: float = 0.0
-    count: TableCount | None = None  # rows Python counted for a "how many" question (engine/tables.py)
+    tables: TableCatalog | None = None  # the workspace's tables, for the query route (engine/query.py)
 
     @property
     def sources(self) -> list[str]:
@@ -93,12 +93,10 @@ def ground(objective: str, policy: RunPolicy, k: int = DEFAULT_K, *, settings: S
     indexed = refresh_workspace(policy, settings) if refresh else None
     passages = find_passages(list(policy.knowledge_bases), objective, k, settings=settings, strict=False)
     kept = [p for p in passages if relevant(p)]
-    own = workspace_base(policy.workspace)
-    workspace_passages = [p for p in kept if p.base == own]
-    count = count_rows(objective, workspace_passages, policy.workspace) or count_rows(
-        objective, [p for p in kept if p.base != own], None)
+    tables = sync_tables(policy.workspace, settings) \
+        if refresh and workspace_base(policy.workspace) in policy.knowledge_bases else None
     grounding = Grounding(query=objective, passages=kept, bases=list(policy.knowledge_bases), indexed=indexed,
-                          seconds=time.monotonic() - started, count=count)
+                          seconds=time.monotonic() - started, tables=tables)
     log.info("grounding: %d passage(s) in %.2f s: %s", len(kept), grounding.seconds, ", ".join(grounding.sources))
     return grounding
 

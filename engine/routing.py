@@ -1,10 +1,16 @@
-"""Which way an objective goes: one grounded answer, or a plan. Pure Python, no model call.
+"""Which way an objective goes: lookup, query or plan. Decided here, once, from typed signals.
 
-Measured in issue #12: BM25 top-4 passages plus one direct chat call answered 7/12 (0.5B)
-and 11/12 (1.5B) where the planner answered 0/12, in 3.7-8.4 s instead of 93 s. So a
-question the passages can answer takes the fast path (`engine/answer.py`); objectives that
-ask for actions, or for counting, totals, comparisons or date arithmetic, go to the planner,
-which can give them a computed step: retrieval alone cannot count across files.
+- **lookup**: a question the passages can answer: one grounded call (`engine/answer.py`).
+  Measured in issue #12: 11/12 right on the 1.5B in seconds, where the planner took 93 s.
+- **query**: the question needs a computed step (a count, a total, a filter, a comparison, the
+  first or last of something) or asks for a file written from the data, and a table of the
+  workspace matches it (`engine/query.py`): the model writes one SELECT; Python checks and runs it.
+  Measured in issue #25: a model adding up passages in its head was wrong; one query was right
+  for most such tasks.
+- **plan**: anything else: actions, several questions, nothing found. The planner writes steps.
+
+The signals are generic words of asking (how many, total, which … more than, latest), a file
+name after a writing verb, and the tables `pick_tables` matched; no rule names a question.
 """
 
 from __future__ import annotations
@@ -12,111 +18,80 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from foreman.engine.evidence import located, stem, words
+from foreman.engine.evidence import stated_count
 from foreman.engine.grounding import Grounding
-from foreman.tools.knowledge.search import Passage
-from foreman.tools.knowledge.store import STOP_WORDS
+from foreman.engine.query import TableMatch, WriteRequest, pick_tables
 
 _QUESTION_START = re.compile(
     r"^(what|which|when|where|who|whom|whose|why|how|is|are|was|were|do|does|did|can|could|should|has|have|"
-    r"will|would|tell me|list|name|give me|show me|explain|describe|summari[sz]e)\b", re.IGNORECASE)
+    r"will|would|tell me|list|name|give me|show me|explain|describe|summari[sz]e|find)\b", re.IGNORECASE)
 _ACTION = re.compile(
     r"\b(write|create|save|delete|remove|rename|send|e-?mail|notify|post|upload|fetch|download|run|execute|"
     r"install|deploy|restart|schedule|edit|update|fix|draft|publish)\b", re.IGNORECASE)
 _REQUEST = re.compile(r"^(please\b|(can|could|would|will) you\b)", re.IGNORECASE)
+# Asking for a computed step: an aggregate, a filter by a bound, an order, a span of time.
 _COMPUTED = re.compile(
-    r"\b(how many|count|(?<!serial )(?<!phone )(?<!model )(?<!version )(?<!part )(?<!port )number of|total|sum|average|mean|median|percent(age)?|compare|comparison|more than|"
-    r"less than|fewer|most|least|largest|smallest|oldest|newest|longest|shortest|difference|days? (until|since|"
-    r"between|left)|how long ago|how old|per (host|month|day|week)|each|every one|all the)\b", re.IGNORECASE)
+    r"\b(how many|how much|count|number of|total|sum|add(s|ed)? up|altogether|average|mean|median|"
+    r"percent(age)?|more than|less than|fewer than|greater than|over|under|above|below|at least|at most|"
+    r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
+    r"latest|earliest|first|last|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
+    r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d", re.IGNORECASE)
+_WRITE_VERB = re.compile(r"\b(write|save|create|export|put|make|produce|generate)\b", re.IGNORECASE)
+_FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:md|markdown|txt|csv|tsv|json))\b", re.IGNORECASE)
+_CODE = re.compile(r"\b(python|script|code)\b", re.IGNORECASE)
 
 
 class Route(BaseModel):
-    """What the objective needs: one grounded answer, or a plan (with why)."""
+    """What the objective needs, with why: the lookup, the query (its tables, a file to write) or a plan."""
 
-    kind: Literal["answer", "plan"]
+    kind: Literal["lookup", "query", "plan"]
     reason: str
+    tables: list[TableMatch] = Field(default_factory=list)
+    write: WriteRequest | None = None
+
+
+def write_request(objective: str) -> WriteRequest | None:
+    """The file an objective asks to be written ("Write low-stock.md listing …"), if any."""
+    verb = _WRITE_VERB.search(objective)
+    found = _FILE_NAME.search(objective[verb.start():]) if verb else None
+    return WriteRequest(path=found.group(1)) if found else None
 
 
 def route(objective: str, grounding: Grounding) -> Route:
-    """Whether one grounded call can answer `objective`. Cheap, deterministic, explainable.
-
-    A question is answered from the passages unless it needs computing (counts, totals,
-    comparisons, date arithmetic) or holds several questions; an action word counts only in
-    a request ("Write ...", "Can you send ..."), not inside a question ("Which file failed to
-    upload?")."""
+    """Lookup, query or plan for `objective`, given what grounding found. Cheap, deterministic, explained."""
     text = " ".join(objective.split())
-    if not grounding.passages:
-        return Route(kind="plan", reason="no passages found: the steps must look for themselves")
+    several = text.count("?") > 1 or re.search(r"\?\s*\S", text) is not None
+    write = write_request(text)
+    tables = pick_tables(text, grounding.tables) if grounding.tables is not None else []
+    # a table the question names by its name or a column, or by two words of its cells
+    matched = [t for t in tables if t.in_schema or len(t.matched) >= 2]
     computed = _COMPUTED.search(text)
-    only_how_many = computed is not None and computed.group(0).lower() == "how many" \
-        and len(_COMPUTED.findall(text)) == 1
-    if only_how_many and grounding.count is not None:
-        return Route(kind="answer", reason=f"a count Python computed: {grounding.count.count} rows of "
-                                           f"{grounding.count.path} (engine/tables.py)")
-    stated = stated_count(text, grounding.passages) if only_how_many else None
-    if computed and not stated:
-        return Route(kind="plan", reason=f"needs a computed step ({computed.group(0)!r})")
+    if _CODE.search(text) and _ACTION.search(text):
+        return Route(kind="plan", reason="asks for code to be run: a step with the code tool")
+    if write is not None and matched and not several:
+        return Route(kind="query", reason=f"writes {write.path} from the rows of {_names(matched)}",
+                     tables=matched, write=write)
+    stated = stated_count(text, grounding.passages) if computed and computed.group(0).lower() == "how many" else None
+    if computed and matched and not several and stated is None:
+        return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
+                     tables=matched)
+    if not grounding.passages:
+        return Route(kind="plan", reason="no passages or tables found: the steps must look for themselves")
     action = _ACTION.search(text)
-    request = _REQUEST.match(text)
-    if request and action:
+    if _REQUEST.match(text) and action:
         return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
     if text.endswith("?") or _QUESTION_START.match(text):
-        if text.count("?") > 1 or re.search(r"\?\s*\S", text):
+        if several:
             return Route(kind="plan", reason="several questions: several steps")
-        if stated:
-            return Route(kind="answer",
-                         reason=f"a question the passages may answer in one step: the count is stated ({stated.location})")
-        return Route(kind="answer", reason="a question the passages may answer in one step")
+        why = f": the count is stated ({stated.location})" if stated else \
+            f" (no table matches {computed.group(0)!r})" if computed else ""
+        return Route(kind="lookup", reason=f"a question the passages may answer in one step{why}")
     if action:
         return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
     return Route(kind="plan", reason="not a question")
 
 
-class StatedCount(BaseModel):
-    """A count the notes state: where (`path:line`) and in which words ("23 devices")."""
-
-    location: str
-    phrase: str
-
-
-_COUNT_ENDS = re.compile(r"^(are|is|was|were|do|does|did|may|can|could|will|would|should|have|has|had|run|runs|"
-                         r"in|on|of|at|for|per|from|with|there|does|kept|left)$", re.IGNORECASE)
-_NUMBER = re.compile(r"^\d[\d.,]*$")
-
-
-def _singular(word: str) -> str:
-    return stem(word[:-1] if word.endswith("s") and len(word) > 3 else word)
-
-
-def stated_count(question: str, passages: list[Passage]) -> StatedCount | None:
-    """Where a passage states the count a "how many" question asks for, and the words stating it.
-
-    "How many reallocated sectors does disk sdc have?" is a lookup when a line says "sdc ... 8
-    reallocated sectors"; "How many hosts are in the basement rack?" needs counting rows. A line
-    states the count when a number stands at most two words before the counted noun, and the line
-    also names something else the question asks about (sdc), so "A 32 GB VM takes 20 minutes"
-    does not answer "How many VMs run on pve2?"."""
-    after = re.split(r"\bhow many\b", question, maxsplit=1, flags=re.IGNORECASE)[-1]
-    counted: list[str] = []
-    for word in re.findall(r"[^\W_]+", after.lower()):
-        if _COUNT_ENDS.match(word) or len(counted) == 3:
-            break
-        if word not in STOP_WORDS:
-            counted.append(_singular(word))
-    others = {_singular(w) for w in words(question)} - set(counted) - {"how", "many"}
-    for passage in passages:
-        context = {_singular(w) for w in words(f"{passage.path} {passage.heading}")}
-        for offset, line in enumerate(passage.text.splitlines()):
-            tokens = list(re.finditer(r"[^\s,;:()]+", line))
-            lowered = [t.group(0).lower().strip(".") for t in tokens]
-            pairs = [(i, j) for i, word in enumerate(lowered) if _NUMBER.match(word)
-                     for j in range(i + 1, min(i + 4, len(tokens))) if _singular(lowered[j]) in counted]
-            if not pairs:
-                continue
-            # from the first number to the last counted noun: "23 devices", "7 daily, 4 weekly and 12 monthly"
-            phrase = line[tokens[pairs[0][0]].start():tokens[max(j for _, j in pairs)].end()].rstrip(".")
-            if not others or others & ({_singular(w) for w in words(line)} | context):
-                return StatedCount(location=located(passage, offset), phrase=phrase)
-    return None
+def _names(tables: list[TableMatch]) -> str:
+    return ", ".join(t.name for t in tables)

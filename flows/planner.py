@@ -39,12 +39,13 @@ from foreman.engine.answer import GroundedAnswer, answer_from_passages, fast_pat
 from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.cf_runner import build_scope
 from foreman.engine.executor import ReplanRequest
-from foreman.engine.explain import ProgressArtifact, write_answer, write_attachments
+from foreman.engine.explain import ProgressArtifact, write_answer, write_attachments, write_query
 from foreman.engine.grounding import ANSWER_RULE, PLANNER_RULE, Grounding, format_passages, ground
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import Progress, listening, publish
 from foreman.engine.records import Budgets, RunReport, RunStatus
+from foreman.engine.query import QueryAnswer, answer_with_query, query_report
 from foreman.engine.routing import Route, route
 from foreman.engine.runs import (
     PlanRunResult,
@@ -57,12 +58,12 @@ from foreman.engine.runs import (
 from foreman.engine.store import RunStore, run_store
 from foreman.engine.task_runners import task_runner
 from foreman.engine.validate import PlanScope, ValidPlan, validate_plan
-from foreman.errors import TaskNotCompleted
+from foreman.errors import PolicyError, QueryFailed, TaskNotCompleted
 from foreman.flows.approval import approver_for
 from foreman.flows.forms import offer_form
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
-from foreman.tools.catalog import ToolEnv
+from foreman.tools.catalog import ToolEnv, build_tool
 from foreman.tools.knowledge.service import require_bases
 
 _planning_calls: ContextVar[BaseCallbackHandler | None] = ContextVar("foreman_planning_calls", default=None)
@@ -265,7 +266,13 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
     decided = route_with_files(objective, grounding, attached) if grounding is not None and fresh else None
     if decided is not None:  # (a given plan runs as given)
         log.info("route: %s (%s)", decided.kind, decided.reason)
-    if grounding is not None and decided is not None and decided.kind == "answer":
+    if grounding is not None and decided is not None and decided.kind == "query":
+        answered = _query_step(objective, grounding, decided, policy, settings, env)
+        if isinstance(answered, QueryAnswer):
+            return _record_query(objective, run_key, decided, answered, store, started, attached)
+        decided = fallback_route(objective, grounding, decided, answered)
+        log.info("route: %s (%s)", decided.kind, decided.reason)
+    if grounding is not None and decided is not None and decided.kind == "lookup":
         return _answer_directly(objective, run_key, grounding, decided, settings, store, started, attached)
 
     passages = planner_passages(found, attached)
@@ -369,6 +376,55 @@ def _answer_directly(objective: str, run_key: str, grounding: Grounding, decided
                      started, time.time() - started, _summary(report))
     result = result_of(report, objective=objective, answer=text, started=started,
                        sources=answered.sources, route=decided.reason)
+    publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
+    return finish(result)
+
+
+def _query_step(objective: str, grounding: Grounding, decided: Route, policy: RunPolicy, settings: Settings,
+                env: ToolEnv) -> QueryAnswer | str:
+    """The query route as a task run of its own ("query" in the UI): one SELECT written by the
+    model, checked and run by Python, the rows written to a file when asked. Returns the answer,
+    or why no query could answer (the run then looks up or plans instead). A write the run was
+    not allowed is refused here, before the model is asked anything."""
+    if decided.write is not None and not policy.allow_write:
+        raise PolicyError(f"this asks to write {decided.write.path}; run it again with --allow-write "
+                          f"(allow_write=True) to let Foreman write files in {policy.workspace}")
+
+    @task(name="query", task_run_name="query", cache_policy=NO_CACHE, persist_result=False)
+    def query() -> QueryAnswer | str:
+        writer = build_tool("write_file", env) if decided.write is not None else None
+        try:
+            answered = answer_with_query(objective, grounding.tables, build_chat_model(settings),
+                                         tables=[t.name for t in decided.tables], write=decided.write,
+                                         write_file=writer)
+        except QueryFailed as exc:
+            get_run_logger().warning("no query answered: %s", exc)
+            return str(exc)
+        get_run_logger().info("query (%d call(s)): %s", answered.calls, answered.sql)
+        write_query(answered)
+        return answered
+
+    publish(Progress(phase="answering", text="querying the workspace's tables", percent=50.0))
+    return query()
+
+
+def fallback_route(objective: str, grounding: Grounding, decided: Route, why: str) -> Route:
+    """Where a question goes when no query answered it: the lookup when passages were found, else
+    the planner; a write request always to the planner. The reason says what failed."""
+    kind = "lookup" if grounding.passages and decided.write is None else "plan"
+    return Route(kind=kind, reason=f"{decided.reason}; no query answered ({why[:200]}), so {kind}")
+
+
+def _record_query(objective: str, run_key: str, decided: Route, answered: QueryAnswer, store: RunStore,
+                  started: float, attached: Attachments | None) -> Any:
+    text = attached.with_notes(answered.text) if attached is not None else answered.text
+    write_answer(objective, text, answered.sources)
+    get_run_logger().info("answer: %s", answered.answer[:500])
+    report = query_report(objective, run_key, decided, answered, started)
+    store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
+                     started, time.time() - started, _summary(report))
+    result = result_of(report, objective=objective, answer=text, started=started,
+                       sources=answered.sources, route=f"query: {decided.reason}")
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result)
 

@@ -96,7 +96,7 @@ def run_query(catalog: TableCatalog, sql: str, tables: list[str], *, row_cap: in
 
     started = time.monotonic()
     allowed = {t.lower() for t in tables}
-    query = check_query(sql, allowed)
+    query = _mended(check_query(sql, allowed), catalog, tables)
     with _sandbox(catalog, tables) as db:
         wrapped = f"SELECT * FROM ({query.sql('duckdb')}) AS result LIMIT {row_cap + 1}"
         columns, rows = _execute(db, wrapped, time_limit_s)
@@ -105,6 +105,17 @@ def run_query(catalog: TableCatalog, sql: str, tables: list[str], *, row_cap: in
         sources, evidence = _trace(db, query, catalog, tables, time_limit_s)
     return QueryResult(sql=query.sql("duckdb", pretty=True), columns=columns, rows=[[_plain(v) for v in r] for r in rows],
                        truncated=truncated, sources=sources, evidence=evidence, seconds=time.monotonic() - started)
+
+
+def _mended(query: exp.Query, catalog: TableCatalog, tables: list[str]) -> exp.Query:
+    """A text operator (LIKE, ILIKE) on a typed column compares the column's text: a small model
+    writes `day LIKE '2026-11-%'` for a DATE, which DuckDB refuses."""
+    typed = {c.name.lower() for n in tables for c in catalog.tables[n].columns if c.type != "VARCHAR"}
+    for node in list(query.find_all(exp.Like, exp.ILike)):
+        left = node.this
+        if isinstance(left, exp.Column) and left.name.lower() in typed:
+            left.replace(exp.cast(left.copy(), "VARCHAR"))
+    return query
 
 
 class _sandbox:
@@ -118,8 +129,8 @@ class _sandbox:
                                                      "autoinstall_known_extensions": False,
                                                      "autoload_known_extensions": False})
         for name in self.tables:
-            path = str(self.catalog.parquet(name)).replace("'", "''")
-            self.db.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{path}')")
+            paths = ", ".join("'" + str(p).replace("'", "''") + "'" for p in self.catalog.parquet(name))
+            self.db.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet([{paths}], union_by_name = true)")
         self.db.execute("SET enable_external_access = false")
         self.db.execute("SET lock_configuration = true")
         return self.db

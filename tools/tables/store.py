@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,11 +41,13 @@ from foreman.tools.tables.shapes import NotATable, TableData, may_hold_tables, r
 from foreman.tools.workspace import Workspace
 
 log = logging.getLogger("foreman.tables")
-SHAPES_VERSION = "1"  # bump when shapes/columns read files differently: every file is read again
+SHAPES_VERSION = "4"  # bump when shapes/columns read files differently: every file is read again
 MAX_TABLE_FILE_BYTES = 20_000_000
 SAMPLE_ROWS = 3
 FEW_VALUES = 12  # a text column with at most this many distinct values lists them on its card
 SOURCE = "_source"
+MAX_TERMS = 5000
+_WORD = re.compile(r"[^\W_]+")
 
 
 class ColumnCard(BaseModel):
@@ -53,6 +56,8 @@ class ColumnCard(BaseModel):
     header: str = Field(description="the column as the file names it")
     unit: str | None = None
     values: list[str] | None = Field(default=None, description="every value, when a text column has few")
+    shapes: list[str] | None = Field(default=None, description="the forms a text column's many values take, "
+                                                               "numbers as <n>, commonest first ('temp-check fridge-2 <n> ok')")
 
 
 class TableCard(BaseModel):
@@ -66,16 +71,17 @@ class TableCard(BaseModel):
     rows: int
     sample: list[dict[str, Any]] = Field(default_factory=list)
     dropped: int = 0
-    file: str = Field(description="the Parquet file, relative to the catalogue's folder")
+    files: list[str] = Field(description="its Parquet file(s), relative to the catalogue's folder")
+    parts: list[str] = Field(default_factory=list, description="for a family: the tables it joins")
+    part_of: str | None = Field(default=None, description="the family table that holds this one's rows too")
+    terms: list[str] = Field(default_factory=list, description="the words its text cells hold (capped)")
 
-    def search_text(self) -> str:
-        """Names, headers, path, label and the few values: what a question's words can meet."""
-        parts = [self.name, self.path, self.label]
-        for column in self.columns:
-            parts += [column.name, column.header, *(column.values or [])]
-        for row in self.sample:
-            parts += [str(v) for v in row.values() if isinstance(v, str)]
-        return " ".join(parts)
+    def name_text(self) -> str:
+        """What the table is called: its name, file path and label."""
+        return f"{self.name} {self.path} {self.label}"
+
+    def column_text(self) -> str:
+        return " ".join(f"{c.name} {c.header}" for c in self.columns)
 
 
 class FileEntry(BaseModel):
@@ -98,8 +104,12 @@ class TableCatalog(BaseModel):
     def skipped(self) -> dict[str, str]:
         return {path: entry.skipped for path, entry in self.files.items() if entry.skipped}
 
-    def parquet(self, name: str) -> Path:
-        return Path(self.folder) / self.tables[name].file
+    def parquet(self, name: str) -> list[Path]:
+        return [Path(self.folder) / file for file in self.tables[name].files]
+
+    def visible(self) -> list[TableCard]:
+        """The tables a question may be shown: a family stands for its parts."""
+        return [card for card in self.tables.values() if card.part_of is None]
 
     def summary(self) -> str:
         return (f"{len(self.tables)} table(s) from {sum(bool(e.tables) for e in self.files.values())} file(s); "
@@ -133,7 +143,7 @@ def sync_tables(folder: Path | str, settings: Settings | None = None) -> TableCa
                 catalog.files[rel] = entry
                 if tables is None:  # unchanged: keep its cards and files
                     for name in entry.tables:
-                        catalog.tables[name] = before.tables[name]
+                        catalog.tables[name] = before.tables[name].model_copy(update={"part_of": None})
                         taken.add(name)
                 elif tables:
                     fresh.append((rel, entry.fingerprint, tables))
@@ -141,18 +151,52 @@ def sync_tables(folder: Path | str, settings: Settings | None = None) -> TableCa
             catalog.read.append(rel)
             entry = catalog.files[rel]
             for table in tables:
-                card = _write_table(table, home, fingerprint, taken)
+                card = _write_table(table, home, fingerprint, taken, several=len(tables) > 1)
                 if card is None:
                     continue
                 catalog.tables[card.name] = card
                 entry.tables.append(card.name)
             if not entry.tables:
                 entry.skipped = "no rows"
+        _families(catalog, taken)
         catalog.seconds = time.monotonic() - started
         _save(catalog, home)
         _drop_unused(catalog, home)
     log.info("tables: %s", catalog.summary())
     return catalog
+
+
+def _families(catalog: TableCatalog, taken: set[str]) -> None:
+    """Tables of one shape from files named alike but for their digits (`backup-2026-11-03.log`,
+    `backup-2026-11-04.log`, …) become one more table holding all their rows, shown instead of
+    them: "how often did the backup fail in November" is one query, not thirty."""
+    groups: dict[tuple[str, str, str], list[TableCard]] = {}
+    for card in catalog.tables.values():
+        path = Path(card.path)
+        key = str(path.parent / re.sub(r"\d+", "#", path.name))
+        if key == card.path:
+            continue
+        signature = ",".join(f"{c.name}:{c.type}" for c in card.columns)
+        groups.setdefault((key, card.label, signature), []).append(card)
+    for (key, label, _), members in sorted(groups.items()):
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda c: c.path)
+        stem = re.sub(r"[#_.-]+", " ", Path(key).stem.replace("#", " ")).strip() or "rows"
+        name = clean_name(f"{stem} {members[0].kind}s" if members[0].kind == "log" else f"{stem} all", taken, "t")
+        first = members[0]
+        columns = [c.model_copy() for c in first.columns]
+        for column in columns:
+            values = {v for m in members for c in m.columns if c.name == column.name for v in (c.values or [])}
+            column.values = sorted(values) if values and len(values) <= FEW_VALUES and all(
+                c.values for m in members for c in m.columns if c.name == column.name) else None
+        catalog.tables[name] = TableCard(
+            name=name, path=str(Path(key).parent / Path(key).name.replace("#", "*")), label=label, kind=first.kind,
+            columns=columns, rows=sum(m.rows for m in members), sample=first.sample,
+            dropped=sum(m.dropped for m in members), files=[f for m in members for f in m.files],
+            parts=[m.name for m in members], terms=list(dict.fromkeys(t for m in members for t in m.terms))[:MAX_TERMS])
+        for member in members:
+            member.part_of = name
 
 
 def load_catalog(root: Path | str, settings: Settings | None = None) -> TableCatalog:
@@ -164,7 +208,7 @@ def load_catalog(root: Path | str, settings: Settings | None = None) -> TableCat
         catalog = TableCatalog.model_validate_json(path.read_text())
     except (OSError, ValueError):
         return TableCatalog(root=str(root), folder=str(home))
-    if catalog.root != str(root) or any(not catalog.parquet(n).is_file() for n in catalog.tables):
+    if catalog.root != str(root) or any(not p.is_file() for n in catalog.tables for p in catalog.parquet(n)):
         return TableCatalog(root=str(root), folder=str(home))  # damaged or moved: read everything again
     return catalog
 
@@ -198,10 +242,12 @@ def _read(ws: Workspace, root_fd: int, rel: str, before: TableCatalog
     return FileEntry(fingerprint=digest), found
 
 
-def _table_name(table: TableData, taken: set[str]) -> str:
+def _table_name(table: TableData, taken: set[str], several: bool) -> str:
     stem = Path(table.path).stem
     label = table.label.split(".")[-1] if table.label else ""
-    if table.kind == "markdown" and label:
+    if table.kind == "markdown" and not several:
+        text = stem
+    elif table.kind == "markdown" and label:
         text = f"{stem} {label}"
     elif label and label.lower() != stem.lower():
         text = label if table.kind == "records" and len(label) > 2 else f"{stem} {label}"
@@ -210,10 +256,11 @@ def _table_name(table: TableData, taken: set[str]) -> str:
     return clean_name(text, taken, fallback="t")
 
 
-def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]) -> TableCard | None:
+def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str],
+                 several: bool = False) -> TableCard | None:
     if not table.rows or not table.columns:
         return None
-    name = _table_name(table, taken)
+    name = _table_name(table, taken, several)
     names: set[str] = {SOURCE}
     cards: list[ColumnCard] = []
     converted: list[list[Any]] = []
@@ -225,6 +272,8 @@ def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]
             distinct = sorted({v for v in column.values if v is not None})
             if len(distinct) <= FEW_VALUES and len(distinct) < len(table.rows) and all(len(v) <= 40 for v in distinct):
                 card.values = distinct
+            elif len(distinct) > FEW_VALUES:
+                card.shapes = _shapes([v for v in column.values if v is not None])
         cards.append(card)
         converted.append(column.values)
     file = f"{name}-{fingerprint.rsplit(':', 1)[-1][:16]}.parquet"
@@ -239,9 +288,32 @@ def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]
         db.execute(f"COPY t TO '{_sql_path(tmp)}' (FORMAT parquet)")
         os.replace(tmp, home / file)
         sample = db.execute(f"SELECT * EXCLUDE ({SOURCE}) FROM t LIMIT {SAMPLE_ROWS}").fetchall()
+    terms: dict[str, None] = {}
+    for card, values in zip(cards, converted):
+        if card.type == "VARCHAR":
+            for value in values:
+                if value is not None and len(terms) < MAX_TERMS:
+                    terms.update(dict.fromkeys(w for w in _WORD.findall(value.lower()) if len(w) > 1))
     return TableCard(name=name, path=table.path, label=table.label, kind=table.kind, columns=cards,
-                     rows=len(table.rows), dropped=table.dropped, file=file,
+                     rows=len(table.rows), dropped=table.dropped, files=[file], terms=list(terms)[:MAX_TERMS],
                      sample=[{c.name: _plain(v) for c, v in zip(cards, row)} for row in sample])
+
+
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w-])[-+]?\d+(?:[.:,]\d+)*[A-Za-z%]{0,3}(?![\w-])")
+MAX_SHAPES = 20
+
+
+def _shapes(values: list[str]) -> list[str] | None:
+    """A column of log messages or notes has many values but few forms: the forms, with counts,
+    tell a model what to match ("pos-sync failed: timeout"), where three sample rows do not."""
+    counts: dict[str, int] = {}
+    for value in values:
+        shape = _NUMBER_IN_TEXT.sub("<n>", value.strip())[:90]
+        counts[shape] = counts.get(shape, 0) + 1
+    if len(counts) > MAX_SHAPES * 3 or len(counts) * 2 > len(values):
+        return None  # free text: no forms to speak of
+    ranked = sorted(counts.items(), key=lambda item: -item[1])[:MAX_SHAPES]
+    return [f"{shape} ({n}x)" for shape, n in ranked]
 
 
 def _plain(value: Any) -> Any:
@@ -261,7 +333,7 @@ def _save(catalog: TableCatalog, home: Path) -> None:
 
 
 def _drop_unused(catalog: TableCatalog, home: Path) -> None:
-    used = {card.file for card in catalog.tables.values()}
+    used = {file for card in catalog.tables.values() for file in card.files}
     for file in home.glob("*.parquet"):
         if file.name not in used:
             file.unlink(missing_ok=True)
