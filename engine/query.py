@@ -119,14 +119,15 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
         return []
     fields = {c.name: (_stems(f"{c.name} {PurePath(c.path).stem} {c.label}"), _stems(c.column_text()) | _time_words(c),
                        {stem(t) for t in c.terms} | _stems(str(PurePath(c.path).parent)),
-                       _stems(" ".join(v for col in c.columns for v in (col.values or [])))) for c in cards}
+                       _stems(" ".join(v for col in c.columns for v in (col.values or []))) | set(c.keys)) for c in cards}
+    wanted |= {w.lower() for w in re.findall(r"[\w.-]+", question) if any(ch.isdigit() for ch in w)}
     hits = {c.name: [{w for w in wanted if _meets(w, f)} for f in fields[c.name]] for c in cards}
     df = {w: sum(any(w in f for f in hits[c.name]) for c in cards) for w in wanted}
     idf = {w: math.log(1 + len(cards) / df[w]) for w in wanted if df[w]}
 
     def weights(card: TableCard) -> dict[str, float]:
         # a word naming the table counts most, then a column, a category a short column takes
-        # ("delivery" in channel), then any word in its cells
+        # ("delivery" in channel) or a row's one-word name ("db02"), then any word in its cells
         names, columns, values, categories = hits[card.name]
         return {w: idf[w] * (3.0 if w in names else 2.0 if w in columns or w in categories else 1.0)
                 for w in idf if w in names or w in columns or w in values}

@@ -26,6 +26,7 @@ from foreman.engine.store import run_store
 from foreman.engine.validate import validate_plan
 from foreman.settings import get_settings
 from foreman.tools.knowledge.search import Passage
+from foreman.tools.tables.store import sync_tables
 
 pytestmark = pytest.mark.usefixtures("foreman_home")
 
@@ -91,7 +92,7 @@ def test_the_grounding_context_reaches_the_sub_task(workspace: Path) -> None:
 def test_the_fast_path_answers_in_one_call_and_cites_the_passage_it_used(workspace: Path) -> None:
     question = "What does the Q3 report recommend?"
     grounding = ground(question, RunPolicy.build(workspace=workspace))
-    assert route(question, grounding).kind == "answer"
+    assert route(question, grounding).kind == "lookup"
 
     def respond(turn: Turn) -> ScriptedReply:
         number = re.search(r"\[(\d+)\] report\.txt:", prompt_text(turn)).group(1)
@@ -115,43 +116,59 @@ def passage(path: str = "a.md", text: str = "x") -> Passage:
     return Passage(base="b", path=path, line_start=1, line_end=1, text=text, score=1.0, keyword_rank=1)
 
 
-@pytest.mark.parametrize(("objective", "kind", "why"), [
-    ("What does the Q3 report recommend?", "answer", "question"),
-    ("Which port does WireGuard listen on", "answer", "question"),
-    ("How many hosts have more than 16 GB of RAM?", "plan", "computed"),
-    ("What is the total budget approved in meetings?", "plan", "computed"),
-    ("Write the Q3 summary to summary.md", "plan", "action"),
-    ("Read the report and then notify Priya", "plan", "action"),
-    ("The NAS", "plan", "not a question"),
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "workspace"
+
+
+@pytest.mark.parametrize(("objective", "kind"), [
+    ("What does the Q3 report recommend?", "lookup"),
+    ("Which port does WireGuard listen on", "lookup"),
+    ("How many hosts have more than 16 GB of RAM?", "lookup"),  # no table found: the passages are all there is
+    ("Write the Q3 summary to summary.md", "plan"),
+    ("Read the report and then notify Priya", "plan"),
+    ("The NAS", "plan"),
 ])
-def test_route_sends_questions_to_the_fast_path_and_the_rest_to_the_planner(objective: str, kind: str,
-                                                                           why: str) -> None:
-    grounding = Grounding(query=objective, passages=[passage()])
-    decided = route(objective, grounding)
+def test_without_tables_a_question_is_looked_up_and_the_rest_is_planned(objective: str, kind: str) -> None:
+    decided = route(objective, Grounding(query=objective, passages=[passage()]))
     assert decided.kind == kind, decided.reason
     assert route(objective, Grounding(query=objective)).kind == "plan"  # nothing found: the steps look themselves
 
 
+@pytest.mark.parametrize(("objective", "kind", "tables", "write"), [
+    ("How many hosts have more than 16 GB of RAM?", "query", ["hosts"], None),
+    ("What is the total RAM of the hosts in the basement rack?", "query", ["hosts"], None),
+    ("Which services listen on a port above 8000?", "query", ["services"], None),
+    ("Write big-hosts.md listing every host with more than 16 GB of RAM", "query", ["hosts"], "big-hosts.md"),
+    ("What does the Q3 report recommend?", "lookup", [], None),  # nothing computed: a lookup, tables or not
+    ("Why did the nightly backup fail in August?", "lookup", [], None),
+])
+def test_with_tables_a_computed_question_or_a_file_from_the_data_is_one_query(
+        objective: str, kind: str, tables: list[str], write: str | None) -> None:
+    catalog = sync_tables(DEMO)
+    decided = route(objective, Grounding(query=objective, passages=[passage()], tables=catalog))
+    assert decided.kind == kind, decided.reason
+    assert [t.name for t in decided.tables][:1] == tables[:1], decided.tables
+    assert (decided.write.path if decided.write else None) == write
+
+
 @pytest.mark.parametrize(("question", "line", "kind"), [  # the lines sit in a file named like the real one
     ("How many reallocated sectors does disk sdc have?",
-     "- Disk `sdc` (serial WD-CA1XYZ77) shows 8 reallocated sectors since the Nov 15 SMART", "answer"),
+     "- Disk `sdc` (serial WD-CA1XYZ77) shows 8 reallocated sectors since the Nov 15 SMART", "lookup"),
     ("How many daily, weekly and monthly restic snapshots are kept?",
-     "keep 7 daily, 4 weekly and 12 monthly snapshots.", "answer"),
+     "keep 7 daily, 4 weekly and 12 monthly snapshots.", "lookup"),
     ("How many Zigbee devices does Home Assistant manage?",
-     "- Zigbee: Sonoff Zigbee 3.0 USB dongle passed through to the VM; 23 devices (12 lights,", "answer"),
-    # a number near the noun, but about something else: counting is still needed
-    ("How many VMs run on pve2?", "A 32 GB VM takes about 20 minutes over the 1 Gbit link.", "plan"),
+     "- Zigbee: Sonoff Zigbee 3.0 USB dongle passed through to the VM; 23 devices (12 lights,", "lookup"),
+    # a number near the noun, but about something else: counting the table's rows is still needed
+    ("How many VMs run on pve2?", "A 32 GB VM takes about 20 minutes over the 1 Gbit link.", "query"),
     ("How many hosts in the inventory are in the basement rack?",
-     "pve1,Proxmox node (main VMs),192.168.10.11,Proxmox VE 8.2,AMD Ryzen 7 5700G,64,2 TB NVMe,basement rack", "plan"),
-    # "more than" needs comparing, whatever a line states
-    ("How many hosts have more than 16 GB of RAM?", "3 hosts have 16 GB of RAM or more.", "plan"),
+     "pve1,Proxmox node (main VMs),192.168.10.11,Proxmox VE 8.2,AMD Ryzen 7 5700G,64,2 TB NVMe,basement rack", "query"),
 ])
-def test_a_count_the_notes_state_is_looked_up_and_one_that_needs_counting_is_planned(
+def test_a_count_the_notes_state_is_looked_up_and_one_that_needs_counting_is_a_query(
         question: str, line: str, kind: str) -> None:
-    grounding = Grounding(query=question, passages=[passage("notes/home-assistant.md", f"intro\n{line}")])
+    grounding = Grounding(query=question, passages=[passage("notes/home-assistant.md", f"intro\n{line}")],
+                          tables=sync_tables(DEMO))
     decided = route(question, grounding)
     assert decided.kind == kind, decided.reason
-    if kind == "answer":
+    if kind == "lookup":
         assert "notes/home-assistant.md:2" in decided.reason  # says which line states it
 
 

@@ -41,7 +41,7 @@ from foreman.tools.tables.shapes import NotATable, TableData, may_hold_tables, r
 from foreman.tools.workspace import Workspace
 
 log = logging.getLogger("foreman.tables")
-SHAPES_VERSION = "4"  # bump when shapes/columns read files differently: every file is read again
+SHAPES_VERSION = "6"  # bump when shapes/columns read files differently: every file is read again
 MAX_TABLE_FILE_BYTES = 20_000_000
 SAMPLE_ROWS = 3
 FEW_VALUES = 12  # a text column with at most this many distinct values lists them on its card
@@ -75,6 +75,8 @@ class TableCard(BaseModel):
     parts: list[str] = Field(default_factory=list, description="for a family: the tables it joins")
     part_of: str | None = Field(default=None, description="the family table that holds this one's rows too")
     terms: list[str] = Field(default_factory=list, description="the words its text cells hold (capped)")
+    keys: list[str] = Field(default_factory=list, description="its one-word text cells, lower-case (capped): "
+                                                                "the names of its rows ('db02', 'pve1')")
 
     def name_text(self) -> str:
         """What the table is called: its name, file path and label."""
@@ -186,15 +188,18 @@ def _families(catalog: TableCatalog, taken: set[str]) -> None:
         name = clean_name(f"{stem} {members[0].kind}s" if members[0].kind == "log" else f"{stem} all", taken, "t")
         first = members[0]
         columns = [c.model_copy() for c in first.columns]
-        for column in columns:
-            values = {v for m in members for c in m.columns if c.name == column.name for v in (c.values or [])}
-            column.values = sorted(values) if values and len(values) <= FEW_VALUES and all(
-                c.values for m in members for c in m.columns if c.name == column.name) else None
+        files = [str(Path(catalog.folder) / f).replace("'", "''") for m in members for f in m.files]
+        with duckdb.connect() as db:
+            for column in columns:
+                if column.type == "VARCHAR":
+                    found = db.execute(f'SELECT "{column.name}" FROM read_parquet({files!r})').fetchall()
+                    _describe(column, [row[0] for row in found])
         catalog.tables[name] = TableCard(
             name=name, path=str(Path(key).parent / Path(key).name.replace("#", "*")), label=label, kind=first.kind,
             columns=columns, rows=sum(m.rows for m in members), sample=first.sample,
             dropped=sum(m.dropped for m in members), files=[f for m in members for f in m.files],
-            parts=[m.name for m in members], terms=list(dict.fromkeys(t for m in members for t in m.terms))[:MAX_TERMS])
+            parts=[m.name for m in members], terms=list(dict.fromkeys(t for m in members for t in m.terms))[:MAX_TERMS],
+            keys=list(dict.fromkeys(k for m in members for k in m.keys))[:MAX_TERMS])
         for member in members:
             member.part_of = name
 
@@ -269,11 +274,7 @@ def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]
         card = ColumnCard(name=clean_name(str(header), names), type=column.sql_type, header=str(header),
                           unit=column.unit)
         if column.sql_type == "VARCHAR":
-            distinct = sorted({v for v in column.values if v is not None})
-            if len(distinct) <= FEW_VALUES and len(distinct) < len(table.rows) and all(len(v) <= 40 for v in distinct):
-                card.values = distinct
-            elif len(distinct) > FEW_VALUES:
-                card.shapes = _shapes([v for v in column.values if v is not None])
+            _describe(card, column.values)
         cards.append(card)
         converted.append(column.values)
     file = f"{name}-{fingerprint.rsplit(':', 1)[-1][:16]}.parquet"
@@ -289,14 +290,28 @@ def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]
         os.replace(tmp, home / file)
         sample = db.execute(f"SELECT * EXCLUDE ({SOURCE}) FROM t LIMIT {SAMPLE_ROWS}").fetchall()
     terms: dict[str, None] = {}
+    keys: dict[str, None] = {}
     for card, values in zip(cards, converted):
         if card.type == "VARCHAR":
             for value in values:
                 if value is not None and len(terms) < MAX_TERMS:
                     terms.update(dict.fromkeys(w for w in _WORD.findall(value.lower()) if len(w) > 1))
+                    if len(value) <= 40 and not any(ch.isspace() for ch in value.strip()):
+                        keys[value.strip().lower()] = None
     return TableCard(name=name, path=table.path, label=table.label, kind=table.kind, columns=cards,
-                     rows=len(table.rows), dropped=table.dropped, files=[file], terms=list(terms)[:MAX_TERMS],
+                     rows=len(table.rows), dropped=table.dropped, files=[file], terms=list(terms)[:MAX_TERMS], keys=list(keys)[:MAX_TERMS],
                      sample=[{c.name: _plain(v) for c, v in zip(cards, row)} for row in sample])
+
+
+def _describe(card: ColumnCard, values: list[Any]) -> None:
+    """A text column's few values, or the forms its many values take, for the model to match."""
+    present = [v for v in values if v is not None]
+    distinct = sorted(set(present))
+    card.values = card.shapes = None
+    if len(distinct) <= FEW_VALUES and len(distinct) < len(present) and all(len(v) <= 40 for v in distinct):
+        card.values = distinct
+    elif len(distinct) > FEW_VALUES or len(distinct) == len(present):
+        card.shapes = _shapes(present)
 
 
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w-])[-+]?\d+(?:[.:,]\d+)*[A-Za-z%]{0,3}(?![\w-])")
@@ -310,7 +325,7 @@ def _shapes(values: list[str]) -> list[str] | None:
     for value in values:
         shape = _NUMBER_IN_TEXT.sub("<n>", value.strip())[:90]
         counts[shape] = counts.get(shape, 0) + 1
-    if len(counts) > MAX_SHAPES * 3 or len(counts) * 2 > len(values):
+    if len(counts) > MAX_SHAPES * 3 or (len(counts) * 2 > len(values) and len(counts) > MAX_SHAPES):
         return None  # free text: no forms to speak of
     ranked = sorted(counts.items(), key=lambda item: -item[1])[:MAX_SHAPES]
     return [f"{shape} ({n}x)" for shape, n in ranked]
