@@ -22,7 +22,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from foreman.agents.models import uses_embedded_model
-from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stated_count, stem, words
+from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stated_count, stem, time_span, words
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
@@ -154,7 +154,7 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     is, the answer is the refusal: the notes do not say, as far as anyone can check."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
-    computed = stated_note(question, grounding.passages)
+    computed = stated_note(question, grounding.passages) or time_span(question, grounding.passages)
     if style != "adaptive":
         answer, tokens = _ask(model, prompt(question, passages, style, computed, grounding.passages), max_tokens)
         calls = 1

@@ -211,3 +211,43 @@ def stated_count(question: str, passages: list[Passage]) -> StatedCount | None:
             if not others or others & ({_singular(w) for w in words(line)} | context):
                 return StatedCount(location=located(passage, offset), phrase=phrase)
     return None
+
+
+_DURATION = re.compile(r"\b(how long|how many (minutes|hours|mins|hrs)|duration|took|lasted?)\b", re.IGNORECASE)
+_CLOCK = re.compile(r"(?<![\d:.,€$£-])([01]?\d|2[0-3])[:h]([0-5]\d)(?![\d:])")
+
+
+def time_span(question: str, passages: list[Passage]) -> str | None:
+    """For a question about how long something took, the span between the two clock times of the
+    lines that best match it, computed by Python: "notes/outage.md:5 to :7: from 14:15 to 16:02 is
+    1 h 47 min (107 minutes)". Asked to subtract two times itself, the 1.5B said "2 hours".
+
+    The start and end are the two times in the best-matching line that holds two, else the times
+    of the two best-matching lines of one file that hold one each, in the file's order."""
+    if not _DURATION.search(question):
+        return None
+    ranked = evidence(question, passages, n=12)
+    timed: list[tuple[str, int, list[tuple[int, int]]]] = []
+    for text in ranked:
+        where, _, line = text.partition(": ")
+        path, _, number = where.rpartition(":")
+        clocks = [(int(h), int(m)) for h, m in _CLOCK.findall(line)]
+        if clocks and number.isdigit():
+            timed.append((path, int(number), clocks))
+    if not timed:
+        return None
+    path, first_line, clocks = timed[0]
+    if len(clocks) >= 2:
+        start, end, lines = clocks[0], clocks[-1], f"{path}:{first_line}"
+    else:
+        other = next(((n, c) for p, n, c in timed[1:] if p == path and n != first_line), None)
+        if other is None:
+            return None
+        (a_line, a), (b_line, b) = sorted([(first_line, clocks[0]), (other[0], other[1][0])])
+        start, end, lines = a, b, f"{path}:{a_line} to :{b_line}"
+    minutes = (end[0] * 60 + end[1]) - (start[0] * 60 + start[1])
+    if minutes < 0:
+        minutes += 24 * 60  # past midnight
+    hours = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    return (f"{lines}: from {start[0]:02d}:{start[1]:02d} to {end[0]:02d}:{end[1]:02d} is {hours} "
+            f"({minutes} minutes, computed by Foreman)")

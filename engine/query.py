@@ -180,6 +180,8 @@ def schema(card: TableCard, sample_rows: int = 3) -> str:
         notes = []
         if column.unit:
             notes.append(f"in {column.unit}")
+        if column.type == "DATE" and re.search(r"week", column.name):
+            notes.append(f"the week from {column.name} to {column.name} + 6")
         if column.values:
             notes.append("values: " + ", ".join(f"'{v}'" for v in column.values))
         elif column.shapes:

@@ -1,4 +1,4 @@
-"""Which way an objective goes: lookup, query or plan. Decided here, once, from typed signals.
+"""Which way an objective goes: lookup, query, code or plan. Decided here, once, from typed signals.
 
 - **lookup**: a question the passages can answer: one grounded call (`engine/answer.py`).
   Measured in issue #12: 11/12 right on the 1.5B in seconds, where the planner took 93 s.
@@ -7,6 +7,8 @@
   workspace matches it (`engine/query.py`): the model writes one SELECT; Python checks and runs it.
   Measured in issue #25: a model adding up passages in its head was wrong; one query was right
   for most such tasks.
+- **code**: the person asks for Python ("use Python to …") and a table matches
+  (`engine/compute.py`): the model writes one script over the tables as CSV; the sandbox runs it.
 - **plan**: anything else: actions, several questions, nothing found. The planner writes steps.
 
 The signals are generic words of asking (how many, total, which … more than, latest), a file
@@ -20,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from foreman.engine.evidence import stated_count
+from foreman.engine.evidence import stated_count, time_span
 from foreman.engine.grounding import Grounding
 from foreman.engine.query import TableMatch, WriteRequest, pick_tables
 
@@ -46,7 +48,7 @@ _CODE = re.compile(r"\b(python|script|code)\b", re.IGNORECASE)
 class Route(BaseModel):
     """What the objective needs, with why: the lookup, the query (its tables, a file to write) or a plan."""
 
-    kind: Literal["lookup", "query", "plan"]
+    kind: Literal["lookup", "query", "code", "plan"]
     reason: str
     tables: list[TableMatch] = Field(default_factory=list)
     write: WriteRequest | None = None
@@ -68,13 +70,16 @@ def route(objective: str, grounding: Grounding) -> Route:
     # a table the question names by its name or a column, or by two words of its cells
     matched = [t for t in tables if t.in_schema or len(t.matched) >= 2]
     computed = _COMPUTED.search(text)
+    if _CODE.search(text) and matched and write is None and not several:
+        return Route(kind="code", reason=f"asks for Python over {_names(matched)}", tables=matched)
     if _CODE.search(text) and _ACTION.search(text):
         return Route(kind="plan", reason="asks for code to be run: a step with the code tool")
     if write is not None and matched and not several:
         return Route(kind="query", reason=f"writes {write.path} from the rows of {_names(matched)}",
                      tables=matched, write=write)
     stated = stated_count(text, grounding.passages) if computed and computed.group(0).lower() == "how many" else None
-    if computed and matched and not several and stated is None:
+    span = time_span(text, grounding.passages) if computed and write is None else None
+    if computed and matched and not several and stated is None and span is None:
         return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
                      tables=matched)
     if not grounding.passages:
@@ -86,6 +91,7 @@ def route(objective: str, grounding: Grounding) -> Route:
         if several:
             return Route(kind="plan", reason="several questions: several steps")
         why = f": the count is stated ({stated.location})" if stated else \
+            f": the notes state when it began and ended ({span.split(': from')[0]})" if span else \
             f" (no table matches {computed.group(0)!r})" if computed else ""
         return Route(kind="lookup", reason=f"a question the passages may answer in one step{why}")
     if action:

@@ -45,6 +45,7 @@ from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import Progress, listening, publish
 from foreman.engine.records import Budgets, RunReport, RunStatus
+from foreman.engine.compute import CodeAnswer, answer_with_code, code_report
 from foreman.engine.query import QueryAnswer, answer_with_query, query_report
 from foreman.engine.routing import Route, route
 from foreman.engine.runs import (
@@ -64,6 +65,7 @@ from foreman.flows.forms import offer_form
 from foreman.notifications import FAILURE_HOOKS
 from foreman.settings import Settings, get_settings
 from foreman.tools.catalog import ToolEnv, build_tool
+from foreman.tools.code import data_binds, data_paths
 from foreman.tools.knowledge.service import require_bases
 
 _planning_calls: ContextVar[BaseCallbackHandler | None] = ContextVar("foreman_planning_calls", default=None)
@@ -266,6 +268,12 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
     decided = route_with_files(objective, grounding, attached) if grounding is not None and fresh else None
     if decided is not None:  # (a given plan runs as given)
         log.info("route: %s (%s)", decided.kind, decided.reason)
+    if grounding is not None and decided is not None and decided.kind == "code":
+        computed = _code_step(objective, grounding, decided, policy, settings, env)
+        if isinstance(computed, CodeAnswer):
+            return _record_code(objective, run_key, decided, computed, store, started, attached)
+        decided = fallback_route(objective, grounding, decided, computed)
+        log.info("route: %s (%s)", decided.kind, decided.reason)
     if grounding is not None and decided is not None and decided.kind == "query":
         answered = _query_step(objective, grounding, decided, policy, settings, env)
         if isinstance(answered, QueryAnswer):
@@ -408,10 +416,50 @@ def _query_step(objective: str, grounding: Grounding, decided: Route, policy: Ru
     return query()
 
 
+def _code_step(objective: str, grounding: Grounding, decided: Route, policy: RunPolicy, settings: Settings,
+               env: ToolEnv) -> CodeAnswer | str:
+    """The code route as a task run ("compute" in the UI): one script over the tables as CSV, run
+    by the audited run_python tool with the workspace read-only. Refused before any model call
+    when the run may not run code."""
+    if not policy.allow_code:
+        raise PolicyError("this asks for Python to be run; run it again with --allow-code (allow_code=True) "
+                          "to let Foreman run code in its sandbox")
+
+    @task(name="compute", task_run_name="compute", cache_policy=NO_CACHE, persist_result=False)
+    def compute() -> CodeAnswer | str:
+        _, tables_folder = data_paths(data_binds(policy.workspace))
+        try:
+            answered = answer_with_code(objective, grounding.tables, build_chat_model(settings),
+                                        build_tool("run_python", env), tables=[t.name for t in decided.tables],
+                                        tables_folder=tables_folder)
+        except QueryFailed as exc:
+            get_run_logger().warning("no script answered: %s", exc)
+            return str(exc)
+        get_run_logger().info("script (%d call(s)) printed: %s", answered.calls, answered.answer[:300])
+        return answered
+
+    publish(Progress(phase="answering", text="computing with Python over the workspace's tables", percent=50.0))
+    return compute()
+
+
+def _record_code(objective: str, run_key: str, decided: Route, answered: CodeAnswer, store: RunStore,
+                 started: float, attached: Attachments | None) -> Any:
+    text = attached.with_notes(answered.text) if attached is not None else answered.text
+    write_answer(objective, text, answered.sources)
+    report = code_report(objective, run_key, decided.reason, answered, started)
+    store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
+                     started, time.time() - started, _summary(report))
+    result = result_of(report, objective=objective, answer=text, started=started,
+                       sources=answered.sources, route=f"code: {decided.reason}")
+    publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
+    return finish(result)
+
+
 def fallback_route(objective: str, grounding: Grounding, decided: Route, why: str) -> Route:
     """Where a question goes when no query answered it: the lookup when passages were found, else
-    the planner; a write request always to the planner. The reason says what failed."""
-    kind = "lookup" if grounding.passages and decided.write is None else "plan"
+    the planner; a write request or a request for code always to the planner, whose steps have the
+    tools for it (a lookup cannot do either). The reason says what failed."""
+    kind = "lookup" if grounding.passages and decided.write is None and decided.kind != "code" else "plan"
     return Route(kind=kind, reason=f"{decided.reason}; no query answered ({why[:200]}), so {kind}")
 
 

@@ -136,8 +136,9 @@ def _fetch_url(env: ToolEnv) -> Callable[..., Any]:
 def _run_python(env: ToolEnv) -> Callable[..., Any]:
     def run_python(source: str) -> dict:
         """Run a Python program in a sandbox (standard library only, no network, time and memory limits;
-        use sys.exit, not exit); returns its output."""
-        return code.run_python(source, env.code).model_dump()
+        use sys.exit, not exit); the workspace is readable (not writable) at /workspace and its tables
+        are CSV files in /tables; returns its output."""
+        return code.run_python(source, env.code, ro_binds=code.data_binds(env.workspace.root)).model_dump()
 
     return run_python
 

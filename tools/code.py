@@ -194,6 +194,29 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+WORKSPACE_MOUNT = "/workspace"
+TABLES_MOUNT = "/tables"
+
+
+def data_binds(workspace: Path) -> tuple[tuple[str, str], ...]:
+    """The run's workspace and its tables (as CSV), for code to read: mounted read-only under
+    bwrap at /workspace and /tables. Writes still go only to the scratch working folder; a file
+    reaches the workspace through the write tool. (The weaker sandboxes see the host's files as
+    they are: `data_paths` gives the code the real folders there.)"""
+    from foreman.settings import get_settings
+    from foreman.tools.tables.store import export_csv, sync_tables
+
+    root = Path(workspace).resolve()
+    tables = export_csv(sync_tables(root, get_settings()))
+    return ((str(root), WORKSPACE_MOUNT), (str(tables), TABLES_MOUNT))
+
+
+def data_paths(binds: tuple[tuple[str, str], ...], sandbox: Sandbox = "auto") -> tuple[str, str]:
+    """Where code finds (the workspace, the tables) inside the sandbox `run_python` will pick."""
+    inside = choose_sandbox(sandbox) == "bwrap"
+    return binds[0][1 if inside else 0], binds[1][1 if inside else 0]
+
+
 def run_python(code: str, limits: CodeLimits, *, sandbox: Sandbox = "auto",
                ro_binds: tuple[tuple[str, str], ...] = ()) -> CodeResult:
     """Run `code` with `python -I -S` in the best sandbox available, within `limits`.
