@@ -39,7 +39,15 @@ _COMPUTED = re.compile(
     r"percent(age)?|more than|less than|fewer than|greater than|over|under|above|below|at least|at most|"
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
     r"latest|earliest|first|last|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
-    r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d", re.IGNORECASE)
+    r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d"
+    # a set of rows: "which servers …", "which of our subscriptions …" (a plural asks for every match)
+    r"|\bwhich (of (the|our|my|these|those) )?([\w-]+ )?[\w-]+(?<!ss)(?<!us)(?<!is)s(?= (are|were|have|had|do|did|"
+    r"will|would|can|could|should|must|need|use|run|come|expire|cost|go|take|of|in|on|at|with|from|for|that|"
+    r"which|whose|we|our|i|you|still|not|already)\b)"
+    # an amount over a period: "what did catering make us in November", "what we spent last month"
+    r"|\b(make|made|earn(ed|s)?|spen[dt]|br(ing|ought) in|take|took|takings|pa(y|id)|sold|sell)\b.*\b(in|during|over|"
+    r"across|for|last|this) (the )?(january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|week|month|quarter|year|\d{4})", re.IGNORECASE)
 _WRITE_VERB = re.compile(r"\b(write|save|create|export|put|make|produce|generate)\b", re.IGNORECASE)
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:md|markdown|txt|csv|tsv|json))\b", re.IGNORECASE)
 _CODE = re.compile(r"\b(python|script|code)\b", re.IGNORECASE)
@@ -64,7 +72,7 @@ def write_request(objective: str) -> WriteRequest | None:
 def route(objective: str, grounding: Grounding) -> Route:
     """Lookup, query or plan for `objective`, given what grounding found. Cheap, deterministic, explained."""
     text = " ".join(objective.split())
-    several = text.count("?") > 1 or re.search(r"\?\s*\S", text) is not None
+    several = text.count("?") > 1  # "What do X cost? Just the licences." is one question, made clearer
     write = write_request(text)
     tables = pick_tables(text, grounding.tables) if grounding.tables is not None else []
     # a table the question names by its name or a column, or by two words of its cells

@@ -257,3 +257,75 @@ def test_the_catalogue_lives_under_foreman_home_not_in_the_workspace(workspace: 
     sync_tables(workspace)
     assert not any(p.suffix == ".parquet" for p in workspace.rglob("*"))
     assert any(Path(os.environ["FOREMAN_HOME"]).rglob("catalog.json"))
+
+
+def test_use_python_runs_one_script_in_the_sandbox_over_the_typed_tables(workspace: Path) -> None:
+    from foreman.engine.compute import answer_with_code
+    from foreman.tools.catalog import ToolEnv, build_tool
+    from foreman.tools.code import choose_sandbox, data_binds, data_paths
+
+    if choose_sandbox("auto") != "bwrap":
+        pytest.skip("only bubblewrap mounts the workspace read-only (install.sh installs it as root)")
+    catalog = sync_tables(workspace)
+    env = ToolEnv.from_settings(workspace=workspace)
+    workspace_folder, tables_folder = data_paths(data_binds(workspace))
+    scripts = [
+        "import sys\nsys.path.insert(0, %r)\nfrom foreman_tables import load\nprint(undefined)" % tables_folder,
+        "import sys\nsys.path.insert(0, %r)\nfrom foreman_tables import load\n"
+        "rows = load('servers')\nprint(sum(r['disk_used'] for r in rows) / len(rows))\n"
+        "print(open(%r).readline().strip())\n"
+        "try:\n    open(%r, 'w').write('pwned')\n    print('wrote')\nexcept OSError:\n    print('read-only')\n"
+        % (tables_folder, workspace_folder + "/servers.csv", workspace_folder + "/servers.csv"),
+    ]
+    prompts: list[str] = []
+
+    def respond(turn: Turn) -> ScriptedReply:
+        prompts.append("\n".join(str(m.content) for m in turn.messages))
+        return ScriptedReply(content=f"```python\n{scripts.pop(0)}\n```")
+
+    answered = answer_with_code("Use Python to get the average disk use of our servers", catalog,
+                                ScriptedChatModel(responder=respond), build_tool("run_python", env),
+                                tables_folder=tables_folder)
+    assert "servers = load('servers')" in prompts[0] and "disk_used: int in %" in prompts[0]
+    assert "NameError" in prompts[1], "the failing script's error went back once"
+    # the typed table and the raw file are readable; writing the workspace is not
+    assert answered.answer.splitlines() == ["86.75", "host,owner,disk_used,notes", "read-only"]
+    assert answered.calls == 2
+    assert (workspace / "servers.csv").read_text() == SERVERS
+    assert answered.sources == ["servers.csv"]
+
+
+def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -> None:
+    from foreman.engine.evidence import time_span
+    from foreman.engine.grounding import Grounding
+    from foreman.engine.routing import route
+    from foreman.tools.knowledge.search import Passage
+
+    note = ("# Outage 2026-10-03\n\nThe NAS went offline. Started 14:05 when the UPS tripped.\n"
+            "Priya swapped the PSU; the price was €3.40.\nResolved 16:50, all shares back.\n")
+    passages = [Passage(base="b", path="incidents/outage.md", line_start=1, line_end=5, text=note, score=1.0,
+                        keyword_rank=1)]
+    question = "How long did the outage on 2026-10-03 last?"
+    span = time_span(question, passages)
+    assert span is not None and "from 14:05 to 16:50 is 2 h 45 min (165 minutes" in span
+    assert span.startswith("incidents/outage.md:3 to :5")
+    assert time_span("Who swapped the PSU?", passages) is None
+    decided = route(question, Grounding(query=question, passages=passages))
+    assert decided.kind == "lookup" and "began and ended" in decided.reason
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("What do our subscriptions cost in total? Just the monthly ones.", "query"),  # a clarification, not two asks
+    ("Which servers are owned by Ben?", "query"),  # a plural: every matching row
+    ("Which host is called web01?", "lookup"),
+    ("What does Ana own? And what does Ben own?", "plan"),
+])
+def test_the_route_reads_what_is_asked_not_which_words(workspace: Path, question: str, kind: str) -> None:
+    from foreman.engine.grounding import Grounding
+    from foreman.engine.routing import route
+    from foreman.tools.knowledge.search import Passage
+
+    passages = [Passage(base="b", path="servers.csv", line_start=1, line_end=5, text=SERVERS, score=1.0,
+                        keyword_rank=1)]
+    decided = route(question, Grounding(query=question, passages=passages, tables=sync_tables(workspace)))
+    assert decided.kind == kind, decided.reason
