@@ -3,8 +3,9 @@
     .venv/bin/python bench/tasks.py [--questions bench/questions/bakery.yaml]
                                     [--workspace bench/workspaces/bakery] [--kinds total,filter] [--limit N]
 
-Each task runs on a fresh copy of the workspace (a write task must not see another's file), with
-the task's switches (`allow_write`, `allow_code`). A task is right when the answer (the words
+All tasks run on one copy of the workspace (indexed once, as a person's folder is), with the
+task's switches (`allow_write`, `allow_code`); files a task writes are removed after it is judged,
+so no task sees another's file. A task is right when the answer (the words
 before "Computed by Foreman" or "From the notes") holds every `facts` string and no `must_not`
 string, and a write task's `file` exists holding every `contains` and no `not_contains`
 (case-insensitive). The homelab set (bench/questions/homelab.yaml over demo/workspace) runs
@@ -84,10 +85,11 @@ def main() -> None:
     from foreman.flows.planner import plan_and_run
 
     scratch = Path(tempfile.mkdtemp(prefix="foreman-bench-ws-"))
+    folder = scratch / args.workspace.name
+    shutil.copytree(args.workspace, folder)
+    original = {p for p in folder.rglob("*")}
     rows = []
-    for number, task in enumerate(tasks):
-        folder = scratch / f"{args.workspace.name}-{number}"
-        shutil.copytree(args.workspace, folder)
+    for task in tasks:
         started = time.monotonic()
         try:
             state = plan_and_run(objective=task["question"], workspace=str(folder), allow_write=bool(task.get("allow_write")),
@@ -105,7 +107,8 @@ def main() -> None:
         rows.append({"kind": kind, "ok": ok, "seconds": seconds, "route": route, "status": status, "calls": calls})
         print(f"{'Y' if ok else 'n'} {seconds:5.1f}s [{kind}/{route}/{calls}] {task['question']}\n"
               f"    -> {answer_part(text)[:160]!r}{'  (' + why + ')' if why else ''}", flush=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        for extra in sorted(set(folder.rglob("*")) - original, reverse=True):
+            shutil.rmtree(extra, ignore_errors=True) if extra.is_dir() else extra.unlink(missing_ok=True)
 
     by_kind = defaultdict(list)
     for row in rows:

@@ -329,3 +329,17 @@ def test_the_route_reads_what_is_asked_not_which_words(workspace: Path, question
                         keyword_rank=1)]
     decided = route(question, Grounding(query=question, passages=passages, tables=sync_tables(workspace)))
     assert decided.kind == kind, decided.reason
+
+
+def test_a_log_names_the_component_each_line_comes_from_and_syslog_gets_its_year_from_the_name() -> None:
+    lines = "".join(f"2026-11-{d:02d} 22:15:00 {'ERROR' if d % 3 == 0 else 'INFO'} pos-sync "
+                    f"{'failed: timeout' if d % 3 == 0 else 'ok'}\n2026-11-{d:02d} 06:00:00 INFO temp-check fridge-1 4.1C ok\n"
+                    for d in range(1, 11))
+    [table] = read_tables("logs/hub.log", lines)
+    assert table.columns == ["ts", "day", "level", "component", "message"]
+    assert {row[3] for row in table.rows} == {"pos-sync", "temp-check"}
+    syslog = "Nov 19 14:02:11 fw01 kernel: igc0: link down\nNov 19 14:02:40 fw01 configd.py[211]: gateway down\n" \
+             "Nov 19 14:09:10 fw01 kernel: igc0: link up\n"
+    [router] = read_tables("logs/router-2025-11-19.log", syslog)
+    assert router.rows[0][0] == "2025-11-19 14:02:11" and router.lines == [1, 2, 3]
+    assert [row[2] for row in router.rows] == ["kernel", "configd.py", "kernel"]

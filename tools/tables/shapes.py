@@ -283,15 +283,53 @@ _STAMP = re.compile(
 _KEY_VALUE = re.compile(r"\b([A-Za-z][\w.-]{0,30})=(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
 
+_COMPONENT = re.compile(r"^([A-Za-z][\w.-]*?)(?:\[\d+\])?:?\s")
+
+
+def _components(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
+    """Give each row a `component` (the program or job a message opens with: `pos-sync`,
+    `sshd[42]:`, `backup`) when most messages open with one of a few names: a model then
+    filters on a value it is shown instead of guessing words inside the message."""
+    found = [_COMPONENT.match(row["message"]) for _, row in parsed]
+    names = {m.group(1) for m in found if m}
+    if sum(m is not None for m in found) * 10 < len(parsed) * 8 or not 1 < len(names) <= max(12, len(parsed) // 20):
+        return False
+    for (_, row), match in zip(parsed, found):
+        row["component"] = match.group(1) if match else None
+    return True
+
+
 def _mostly_log_lines(text: str) -> bool:
     lines = [line for line in text.splitlines()[:200] if line.strip()]
-    return len(lines) >= 3 and sum(bool(_STAMP.match(line)) for line in lines) * 10 >= len(lines) * 8
+    stamped = sum(bool(_STAMP.match(line) or _SYSLOG.match(line)) for line in lines)
+    return len(lines) >= 3 and stamped * 10 >= len(lines) * 8
+
+
+_SYSLOG = re.compile(
+    r"^(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+(?P<day>\d{1,2})\s+(?P<hms>\d{2}:\d{2}:\d{2})\s+"
+    r"(?P<host>\S+)\s+(?P<message>.*)$")
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+
+
+def _syslog_stamp(line: str, year: int) -> re.Match[str] | None:
+    """A classic syslog line ("Nov 19 14:02:11 fw01 kernel: …") as an ISO stamp; the year, which
+    syslog leaves out, comes from the file's name or today."""
+    found = _SYSLOG.match(line)
+    if not found:
+        return None
+    month = _MONTHS.index(found.group("mon")) + 1
+    iso = f"{year:04d}-{month:02d}-{int(found.group('day')):02d} {found.group('hms')} {found.group('message')}"
+    return _STAMP.match(iso)
 
 
 def _log(path: str, text: str) -> list[TableData] | NotATable:
+    import datetime as _dt
+
+    year_in_name = re.search(r"(?<!\d)(20\d{2})(?!\d)", path)
+    year = int(year_in_name.group(1)) if year_in_name else _dt.date.today().year
     parsed: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        found = _STAMP.match(line.strip())
+        found = _STAMP.match(line.strip()) or _syslog_stamp(line.strip(), year)
         if not found:
             if parsed and line.strip():  # a continuation line (a traceback): part of the entry above
                 parsed[-1][1]["message"] += "\n" + line.rstrip()
@@ -310,8 +348,8 @@ def _log(path: str, text: str) -> list[TableData] | NotATable:
     for _, row in parsed:
         for key in row:
             counts[key] = counts.get(key, 0) + 1
-    extra = [k for k, n in counts.items() if k.startswith("kv_") and n * 5 >= len(parsed)][:MAX_COLUMNS - 4]
-    names = ["ts", "day", "level", "message", *extra]
+    extra = [k for k, n in counts.items() if k.startswith("kv_") and n * 5 >= len(parsed)][:MAX_COLUMNS - 5]
+    names = ["ts", "day", "level", *(["component"] if _components(parsed) else []), "message", *extra]
     if all(row["level"] is None for _, row in parsed):
         names.remove("level")
     return [TableData(path=path, kind="log", columns=[n.removeprefix("kv_") for n in names],
