@@ -22,13 +22,14 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from foreman.agents.models import uses_embedded_model
-from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stated_count, stem, time_span, words
+from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stated_count, time_span
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
 from foreman.engine.routing import Route
 from foreman.settings import Settings
 from foreman.tools.knowledge.search import Passage
+from foreman.tools.text import stem, words
 
 LINES_IN_PROMPT = 3
 ANSWER_MAX_TOKENS = 120  # one or two sentences; a small model that loops is cut early

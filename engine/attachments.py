@@ -39,7 +39,7 @@ from foreman.settings import Settings, get_settings
 from foreman.tools.fd_walk import _open_file, _root_fd
 from foreman.tools.http import HttpPolicy
 from foreman.tools.knowledge.search import Passage
-from foreman.tools.knowledge.store import STOP_WORDS
+from foreman.tools.text import words
 from foreman.tools.media import images, ocr, pdf, transcribe
 from foreman.tools.media.limits import MediaLimits, check_size, kind_of, refuse_if
 from foreman.tools.media.remote import fetch_bytes, url_name
@@ -150,8 +150,7 @@ class Attachments(BaseModel):
         return answer + "\n\n" + "\n".join(f"Note: {note}" for note in self.notes)
 
 
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[^\W_]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}
+_words = words
 
 
 _PAGE_HEAD = re.compile(r"^\[(?P<name>.+), page (?P<page>\d+)\]$")

@@ -16,23 +16,13 @@ import re
 
 from pydantic import BaseModel
 
-from foreman.tools.tables.shapes import mended_row as _mended
 from foreman.tools.knowledge.search import Passage
-from foreman.tools.knowledge.store import STOP_WORDS
+from foreman.tools.tables.shapes import mended_row as _mended
+from foreman.tools.text import STOP_WORDS, stem, words
 
 PASSAGES_IN_PROMPT = 4  # shown whole; past these only a key row (the row *of* the thing asked) counts
 
 
-def words(text: str) -> set[str]:
-    """The words that carry meaning (no stop words, no single letters)."""
-    return {w for w in re.findall(r"[^\W_]+", text.lower()) if w not in STOP_WORDS and len(w) > 1}  # ram_gb: ram, gb
-
-
-def stem(word: str) -> str:
-    """A crude stem, so "runs" matches "run" and "recommends" matches "recommendation"."""
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        word = word[:-1]  # "runs" is "run"
-    return word[:5] if len(word) > 5 else word
 
 
 def located(passage: Passage, offset: int) -> str:

@@ -35,12 +35,12 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 from sqlglot import exp
 
-from foreman.engine.evidence import stem, words
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
 from foreman.errors import QueryFailed, QueryRefused
 from foreman.tools.tables.query import QueryResult, check_query, run_query
 from foreman.tools.tables.store import SOURCE, TableCard, TableCatalog
+from foreman.tools.text import stem, words
 
 MAX_TABLES = 3
 QUERY_MAX_TOKENS = 300
@@ -91,6 +91,7 @@ class QueryAnswer(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     refusals: list[str] = Field(default_factory=list, description="why a query was refused or failed, each try")
     written: str | None = None
+    unreadable: dict[str, str] = Field(default_factory=dict, description="table files that could not be read, why")
     calls: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -102,6 +103,9 @@ class QueryAnswer(BaseModel):
         if self.written:
             parts.append(f"Wrote {self.written}.")
         parts.append(f"Computed by Foreman with:\n{self.sql}")
+        if self.unreadable:
+            parts.append("Could not read as tables (not queried): "
+                         + "; ".join(f"{path} ({why})" for path, why in self.unreadable.items()))
         if self.evidence:
             shown = self.evidence[:ROWS_SHOWN]
             more = f"\n- … and {len(self.evidence) - len(shown)} more" if len(self.evidence) > len(shown) else ""
@@ -262,12 +266,23 @@ def answer_with_query(question: str, catalog: TableCatalog, model: BaseChatModel
         raise QueryFailed("; ".join(refusals))
     answer = QueryAnswer(question=question, answer=render(result, cards), sql=result.sql, columns=result.columns,
                          rows=result.rows, truncated=result.truncated, tables=names, sources=result.sources,
-                         evidence=result.evidence, refusals=refusals, calls=calls, tokens=tokens)
+                         evidence=result.evidence, refusals=refusals, calls=calls, tokens=tokens,
+                         unreadable=unreadable(catalog))
     if write is not None and write_file is not None:
         write_file(path=write.path, content=file_content(result, write))
         answer.written = write.path
     answer.seconds = time.monotonic() - started
     return answer
+
+
+_NOT_BROKEN = ("no table in it", "not a table-shaped file", "no list of records in it", "no timestamped lines", "empty")
+
+
+def unreadable(catalog: TableCatalog) -> dict[str, str]:
+    """Files that look like tables (.csv, .json, …) but could not be read as one: a person should
+    know the answer did not count them."""
+    return {path: why for path, why in catalog.skipped.items()
+            if why not in _NOT_BROKEN and not why.startswith("no rows")}
 
 
 def _ask(model: BaseChatModel, messages: list) -> tuple[str, int]:

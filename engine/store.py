@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from foreman.db import PgDatabase, app_database
 from foreman.engine.records import NodeStatus
 from foreman.sqlite import SqliteStore
+from foreman.tools.text import STOP_WORDS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_results (
@@ -45,10 +46,6 @@ CREATE INDEX IF NOT EXISTS node_outcomes_agent ON node_outcomes (agent, at);
 """
 
 WORD = re.compile(r"[a-z0-9]+")
-STOP_WORDS = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from",
-    "in", "into", "is", "it", "of", "on", "or", "the", "to", "with",
-})
 
 
 class FinishedResult(BaseModel):

@@ -122,6 +122,9 @@ def test_binary_or_huge_table_files_are_skipped_and_indexing_goes_on(workspace: 
     assert catalog.skipped["blob.csv"] == "binary"
     assert catalog.skipped["latin1.csv"] == "not UTF-8 text"
     assert "servers" in catalog.tables
+    answered = answer_with_query("Which servers are over 90%?", catalog,
+                                 Writer("SELECT host FROM servers WHERE disk_used > 90").model)
+    assert "Could not read as tables (not queried): blob.csv (binary); latin1.csv (not UTF-8 text)" in answered.text
 
 
 def test_a_yaml_time_stays_a_time_and_a_row_with_a_comma_in_parentheses_is_mended() -> None:

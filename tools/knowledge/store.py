@@ -38,17 +38,10 @@ from foreman.pg_vectors import prepare_store
 from foreman.settings import Settings
 from foreman.sqlite import SqliteStore, is_damage
 from foreman.tools.knowledge.chunking import Chunk
+from foreman.tools.text import STOP_WORDS
 
 SCHEMA_VERSION = "1"
 BM25_WEIGHTS = (2.0, 1.0)  # title (path + heading), body
-STOP_WORDS = frozenset([
-    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "did", "do",
-    "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it", "its",
-    "me", "my", "of", "on", "or", "our", "should", "so", "than", "that", "the", "their", "them",
-    "then", "there", "these", "they", "this", "to", "was", "we", "were", "what", "when", "where",
-    "which", "who", "whom", "why", "will", "with", "would", "you", "your", "about", "any", "all",
-    "also", "please", "tell", "show", "give", "find"
-])
 
 
 class BaseInfo(BaseModel):
