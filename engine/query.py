@@ -255,11 +255,20 @@ def answer_with_query(question: str, catalog: TableCatalog, model: BaseChatModel
             refusals.append(f"{type(exc).__name__}: {exc}")
             feedback = f"That query cannot be used: {exc}. Write one corrected SELECT."
         else:
-            if result.rows and not _all_null(result):
+            zero = result.unmatched and all(v in (None, 0) for row in result.rows for v in row)
+            if result.rows and not _all_null(result) and not (zero and attempt == 0):
                 break
+            if zero and result.rows:  # a count or total of nothing, because a filter met no row
+                refusals.append(f"zero: {' '.join(result.unmatched)}")
+                feedback = (f"That query gave {result.rows[0][0]}: {' '.join(result.unmatched)} Use a value the "
+                            "column has, then write one corrected SELECT.")
+                if attempt == 0:
+                    messages = [*messages, AIMessage(content=f"```sql\n{sql}\n```"), HumanMessage(content=feedback)]
+                continue
             refusals.append("empty: the query returned no rows" if not result.rows else "empty: only NULL")
-            feedback = ("That query returned no rows. Check each filter against the values shown (case, spelling, "
-                        "ILIKE '%word%'), then write one corrected SELECT. If no row can match, write it again.")
+            feedback = ("That query returned no rows. " + " ".join(result.unmatched) + " Check each filter against "
+                        "the values shown (case, spelling, ILIKE '%word%'), then write one corrected SELECT. "
+                        "If no row can match, write it again.")
         if attempt == 0:
             messages = [*messages, AIMessage(content=f"```sql\n{sql}\n```"), HumanMessage(content=feedback)]
     if result is None:

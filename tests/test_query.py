@@ -346,3 +346,16 @@ def test_a_log_names_the_component_each_line_comes_from_and_syslog_gets_its_year
     [router] = read_tables("logs/router-2025-11-19.log", syslog)
     assert router.rows[0][0] == "2025-11-19 14:02:11" and router.lines == [1, 2, 3]
     assert [row[2] for row in router.rows] == ["kernel", "configd.py", "kernel"]
+
+
+def test_a_count_of_nothing_goes_back_once_with_the_values_the_filtered_column_has(workspace: Path) -> None:
+    catalog = sync_tables(workspace)
+    writer = Writer("SELECT COUNT(*) FROM backup_logs WHERE message ILIKE '%database backup failed%'",
+                    "SELECT COUNT(*) FROM backup_logs WHERE message ILIKE '%db01 failed%'")
+    answered = answer_with_query("How many times did the database backup fail?", catalog, writer.model,
+                                 tables=["backup_logs"])
+    assert answered.answer == "2" and answered.calls == 2
+    assert "That query gave 0" in writer.prompts[1]
+    assert "'backup db01 failed: disk full'" in writer.prompts[1], "the values that share a word were shown"
+    honest = Writer("SELECT COUNT(*) FROM servers WHERE owner = 'Zoe'", "SELECT COUNT(*) FROM servers WHERE owner = 'Zoe'")
+    assert answer_with_query("How many servers does Zoe own?", catalog, honest.model, tables=["servers"]).answer == "0"

@@ -52,6 +52,7 @@ class QueryResult(BaseModel):
     truncated: bool = Field(default=False, description="more rows than the cap; only the first are kept")
     sources: list[str] = Field(default_factory=list, description="path:line of the rows the result came from")
     evidence: list[str] = Field(default_factory=list, description="'path:line: col=value, …' for a person")
+    unmatched: list[str] = Field(default_factory=list, description="text filters no row meets, with near values")
     seconds: float = 0.0
 
 
@@ -103,8 +104,48 @@ def run_query(catalog: TableCatalog, sql: str, tables: list[str], *, row_cap: in
         truncated = len(rows) > row_cap
         rows = rows[:row_cap]
         sources, evidence = _trace(db, query, catalog, tables, time_limit_s)
+        nothing = not rows or all(v in (None, 0) for row in rows for v in row)
+        unmatched = _unmatched(db, query, catalog, tables, time_limit_s) if nothing else []
     return QueryResult(sql=query.sql("duckdb", pretty=True), columns=columns, rows=[[_plain(v) for v in r] for r in rows],
-                       truncated=truncated, sources=sources, evidence=evidence, seconds=time.monotonic() - started)
+                       truncated=truncated, sources=sources, evidence=evidence, unmatched=unmatched,
+                       seconds=time.monotonic() - started)
+
+
+def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCatalog, tables: list[str],
+               time_limit_s: float) -> list[str]:
+    """For a query that found nothing: each text filter (`col = 'x'`, `col ILIKE '%x%'`) no row
+    meets, with the values of that column that share a word with it, so the one retry can use a
+    value that exists ("no message is like '%till sync%'; messages with 'sync': 'pos-sync ok: …'")."""
+    text_columns = {c.name.lower(): n for n in tables for c in catalog.tables[n].columns if c.type == "VARCHAR"}
+    notes: list[str] = []
+    for node in query.find_all(exp.EQ, exp.Like, exp.ILike):
+        column, literal = node.this, node.expression
+        if not isinstance(column, exp.Column) or not isinstance(literal, exp.Literal) or not literal.is_string:
+            continue
+        table = text_columns.get(column.name.lower())
+        if table is None:
+            continue
+        name, value = column.name, literal.this
+        pattern = value if isinstance(node, (exp.Like, exp.ILike)) else value.replace("%", "")
+        try:
+            _, hit = _execute(db, f"SELECT count(*) FROM {table} WHERE {name} ILIKE $$" + pattern.replace("$", "")
+                              + "$$", time_limit_s)
+        except QueryFailed:
+            continue
+        if hit and hit[0][0]:
+            continue
+        near: list[str] = []
+        for word in sorted(set(re.findall(r"[^\W_]{3,}", value.lower())), key=len, reverse=True)[:4]:
+            _, found = _execute(db, f"SELECT DISTINCT {name} FROM {table} WHERE {name} ILIKE '%{word}%' LIMIT 4",
+                                time_limit_s)
+            near += [str(r[0])[:80] for r in found if str(r[0])[:80] not in near]
+        if not near:
+            _, common = _execute(db, f"SELECT {name}, count(*) AS n FROM {table} GROUP BY 1 ORDER BY n DESC LIMIT 6",
+                                 time_limit_s)
+            near = [str(r[0])[:80] for r in common]
+        notes.append(f"no {name} in {table} is {'like' if pattern != value or '%' in value else ''} '{value}'; "
+                     f"values it has: " + "; ".join(f"'{v}'" for v in near[:6]))
+    return notes
 
 
 def _mended(query: exp.Query, catalog: TableCatalog, tables: list[str]) -> exp.Query:
