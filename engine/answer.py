@@ -155,7 +155,7 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     is, the answer is the refusal: the notes do not say, as far as anyone can check."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
-    computed = stated_note(question, grounding.passages) or time_span(question, grounding.passages)
+    computed = time_span(question, grounding.passages) or stated_note(question, grounding.passages)
     if style != "adaptive":
         answer, tokens = _ask(model, prompt(question, passages, style, computed, grounding.passages), max_tokens)
         calls = 1

@@ -120,23 +120,29 @@ def _stems(text: str) -> set[str]:
 def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABLES) -> list[TableMatch]:
     """The tables `question` is about, best first; empty when none shares a meaningful word."""
     cards = catalog.visible()
-    wanted = _stems(question)
+    wanted = _stems(question) | {w.lower() for w in re.findall(r"[\w.-]+", question) if any(ch.isdigit() for ch in w)}
     if not cards or not wanted:
         return []
-    fields = {c.name: (_stems(f"{c.name} {PurePath(c.path).stem} {c.label}"), _stems(c.column_text()) | _time_words(c),
-                       {stem(t) for t in c.terms} | _stems(str(PurePath(c.path).parent)),
-                       _stems(" ".join(v for col in c.columns for v in (col.values or []))) | set(c.keys)) for c in cards}
-    wanted |= {w.lower() for w in re.findall(r"[\w.-]+", question) if any(ch.isdigit() for ch in w)}
-    hits = {c.name: [{w for w in wanted if _meets(w, f)} for f in fields[c.name]] for c in cards}
-    df = {w: sum(any(w in f for f in hits[c.name]) for c in cards) for w in wanted}
+    # where a word can meet a table, and what that is worth: its name, a column, a category a short
+    # column takes ("delivery" in channel) or a row's one-word name ("db02"), any word in its cells;
+    # a calendar word ("November", "week") only says the table has dates, and counts least
+    fields = {c.name: {
+        3.0: _stems(f"{c.name} {PurePath(c.path).stem} {c.label}"),
+        2.0: _stems(c.column_text()) | _stems(" ".join(v for col in c.columns for v in (col.values or [])))
+        | set(c.keys),
+        1.0: {stem(t) for t in c.terms} | _stems(str(PurePath(c.path).parent)),
+        0.5: _time_words(c)} for c in cards}
+    hits = {c.name: {weight: {w for w in wanted if _meets(w, found)} for weight, found in fields[c.name].items()}
+            for c in cards}
+    df = {w: sum(any(w in found for found in hits[c.name].values()) for c in cards) for w in wanted}
     idf = {w: math.log(1 + len(cards) / df[w]) for w in wanted if df[w]}
 
     def weights(card: TableCard) -> dict[str, float]:
-        # a word naming the table counts most, then a column, a category a short column takes
-        # ("delivery" in channel) or a row's one-word name ("db02"), then any word in its cells
-        names, columns, values, categories = hits[card.name]
-        return {w: idf[w] * (3.0 if w in names else 2.0 if w in columns or w in categories else 1.0)
-                for w in idf if w in names or w in columns or w in values}
+        best: dict[str, float] = {}
+        for weight, found in hits[card.name].items():
+            for w in found:
+                best[w] = max(best.get(w, 0.0), idf[w] * (0.5 if w in _CALENDAR_STEMS else weight))
+        return best
 
     scored = {c.name: weights(c) for c in cards}
     chosen: list[TableMatch] = []
@@ -150,11 +156,13 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
         name, gain = max(gains.items(), key=lambda item: (item[1], -len(item[0])))
         if gain <= 0 or (chosen and gain < SECOND_TABLE_GAIN * first):
             break
-        names, columns, _, _ = fields[name]
         matched = sorted(w for w in scored[name] if w not in covered)
-        chosen.append(TableMatch(name=name, score=round(gain, 3), matched=matched,
-                                 in_schema=any(w in names or w in columns for w in scored[name])))
-        covered |= set(scored[name])
+        named = (hits[name][3.0] | hits[name][2.0] - _stems(
+            " ".join(v for col in catalog.tables[name].columns for v in (col.values or [])))) - _CALENDAR_STEMS
+        if chosen and not named:
+            break  # a further table must be named by the question (its name or a column), not just hold a word
+        chosen.append(TableMatch(name=name, score=round(gain, 3), matched=matched, in_schema=bool(named)))
+        covered |= set(scored[name]) - _CALENDAR_STEMS  # dates do not answer the other table's part
         first = first or gain
     return chosen
 
@@ -162,6 +170,9 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
 _CALENDAR = ("january february march april may june july august september october november december "
              "monday tuesday wednesday thursday friday saturday sunday day days week weeks month months year "
              "years date dates when daily weekly monthly nightly night nights morning evening")
+
+
+_CALENDAR_STEMS = {stem(w) for w in _CALENDAR.split()}
 
 
 def _time_words(card: TableCard) -> set[str]:
@@ -172,10 +183,21 @@ def _time_words(card: TableCard) -> set[str]:
 
 
 def _meets(word: str, stems: set[str]) -> bool:
-    """`word` is among `stems`, or one begins the other ("hour" and "hourl(y)", "licen" and "licen(ce)")."""
+    """`word` is among `stems`, or they share all but their last letter, four at least ("hour" and
+    "hourl(y)", "closi(ng)" and "close(r)")."""
     if word in stems:
         return True
-    return len(word) >= 4 and any(len(s) >= 4 and (s.startswith(word) or word.startswith(s)) for s in stems)
+    return len(word) >= 4 and any(len(s) >= 4 and _shared(word, s) >= max(4, min(len(word), len(s)) - 1)
+                                  for s in stems)
+
+
+def _shared(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def schema(card: TableCard, sample_rows: int = 3) -> str:

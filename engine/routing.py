@@ -38,18 +38,20 @@ _COMPUTED = re.compile(
     r"\b(how many|how much|count|number of|total|sum|add(s|ed)? up|altogether|average|mean|median|"
     r"percent(age)?|more than|less than|fewer than|greater than|over|under|above|below|at least|at most|"
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
-    r"latest|earliest|first|last|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
+    r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
     r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d"
     # a set of rows: "which servers …", "which of our subscriptions …" (a plural asks for every match)
     r"|\bwhich (of (the|our|my|these|those) )?([\w-]+ )?[\w-]+(?<!ss)(?<!us)(?<!is)s(?= (are|were|have|had|do|did|"
     r"will|would|can|could|should|must|need|use|run|come|expire|cost|go|take|of|in|on|at|with|from|for|that|"
-    r"which|whose|we|our|i|you|still|not|already)\b)"
+    r"which|whose|we|our|i|you|still|not|already|and|or)\b)"
     # an amount over a period: "what did catering make us in November", "what we spent last month"
     r"|\b(make|made|earn(ed|s)?|spen[dt]|br(ing|ought) in|take|took|takings|pa(y|id)|sold|sell)\b.*\b(in|during|over|"
     r"across|for|last|this) (the )?(january|february|march|april|may|june|july|august|september|october|november|"
     r"december|week|month|quarter|year|\d{4})", re.IGNORECASE)
 _WRITE_VERB = re.compile(r"\b(write|save|create|export|put|make|produce|generate)\b", re.IGNORECASE)
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:md|markdown|txt|csv|tsv|json))\b", re.IGNORECASE)
+# asking for a reason or a way, not a fact: the notes explain it, no join computes it
+_EXPLAIN = re.compile(r"^(why|how (do|does|did|can|could|should|would|to)|explain|describe|summari[sz]e)\b", re.IGNORECASE)
 _CODE = re.compile(r"\b(python|script|code)\b", re.IGNORECASE)
 
 
@@ -85,10 +87,15 @@ def route(objective: str, grounding: Grounding) -> Route:
     if write is not None and matched and not several:
         return Route(kind="query", reason=f"writes {write.path} from the rows of {_names(matched)}",
                      tables=matched, write=write)
-    stated = stated_count(text, grounding.passages) if computed and computed.group(0).lower() == "how many" else None
     span = time_span(text, grounding.passages) if computed and write is None else None
+    stated = stated_count(text, grounding.passages) \
+        if computed and computed.group(0).lower() == "how many" and span is None else None
     if computed and matched and not several and stated is None and span is None:
         return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
+                     tables=matched)
+    named = [t for t in matched if t.in_schema]
+    if len(named) >= 2 and not several and span is None and not _EXPLAIN.match(text):
+        return Route(kind="query", reason=f"joins facts of {_names(named)}: each is named by the question",
                      tables=matched)
     if not grounding.passages:
         return Route(kind="plan", reason="no passages or tables found: the steps must look for themselves")

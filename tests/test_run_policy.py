@@ -178,7 +178,7 @@ def _one_step_planner() -> ScriptedChatModel:
 @pytest.mark.usefixtures("prefect_server")
 def test_run_json_prints_the_whole_result_on_stdout(foreman_home, workspace: Path) -> None:
     with use_model(_one_step_planner()):
-        out = cli.invoke(app, ["run", "count the files", "--workspace", str(workspace), "--json"])
+        out = cli.invoke(app, ["run", "Draft a short note on the files", "--workspace", str(workspace), "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert data["status"] == "COMPLETED" and data["answer"] == "Five files."
