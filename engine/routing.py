@@ -94,7 +94,8 @@ def route(objective: str, grounding: Grounding) -> Route:
         return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
                      tables=matched)
     named = [t for t in matched if t.in_schema]
-    if len(named) >= 2 and not several and span is None and not _EXPLAIN.match(text):
+    question = text.endswith("?") or _QUESTION_START.match(text) is not None
+    if len(named) >= 2 and question and not several and span is None and not _EXPLAIN.match(text):
         return Route(kind="query", reason=f"joins facts of {_names(named)}: each is named by the question",
                      tables=matched)
     if not grounding.passages:
@@ -102,7 +103,7 @@ def route(objective: str, grounding: Grounding) -> Route:
     action = _ACTION.search(text)
     if _REQUEST.match(text) and action:
         return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
-    if text.endswith("?") or _QUESTION_START.match(text):
+    if question:
         if several:
             return Route(kind="plan", reason="several questions: several steps")
         why = f": the count is stated ({stated.location})" if stated else \
