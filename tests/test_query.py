@@ -359,3 +359,15 @@ def test_a_count_of_nothing_goes_back_once_with_the_values_the_filtered_column_h
     assert "'backup db01 failed: disk full'" in writer.prompts[1], "the values that share a word were shown"
     honest = Writer("SELECT COUNT(*) FROM servers WHERE owner = 'Zoe'", "SELECT COUNT(*) FROM servers WHERE owner = 'Zoe'")
     assert answer_with_query("How many servers does Zoe own?", catalog, honest.model, tables=["servers"]).answer == "0"
+
+
+def test_a_join_that_meets_no_row_goes_back_with_how_each_side_writes_its_values(workspace: Path) -> None:
+    (workspace / "people.csv").write_text("full_name,phone\nAna Lopez,555-0101\nBen Okafor,555-0202\n")
+    catalog = sync_tables(workspace)
+    writer = Writer("SELECT p.phone FROM servers s JOIN people p ON p.full_name = s.owner WHERE s.host = 'db02'",
+                    "SELECT p.phone FROM servers s JOIN people p ON p.full_name ILIKE s.owner || '%' "
+                    "WHERE s.host = 'db02'")
+    answered = answer_with_query("What is the phone number of whoever owns db02?", catalog, writer.model,
+                                 tables=["servers", "people"])
+    assert "people.full_name: 'Ana Lopez', 'Ben Okafor'" in writer.prompts[1] and "servers.owner: " in writer.prompts[1]
+    assert answered.answer == "555-0202" and answered.calls == 2

@@ -118,6 +118,25 @@ def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCa
     value that exists ("no message is like '%till sync%'; messages with 'sync': 'pos-sync ok: …'")."""
     text_columns = {c.name.lower(): n for n in tables for c in catalog.tables[n].columns if c.type == "VARCHAR"}
     notes: list[str] = []
+    for node in query.find_all(exp.EQ, exp.In):
+        # a join on text: `staff.name = rota.closer` meets no row when one side writes "Ruben Okafor"
+        # and the other "Ruben"; show a few values of each side
+        left = node.this
+        right = node.expression if isinstance(node, exp.EQ) else (node.args.get("query") or None)
+        right_column = right if isinstance(right, exp.Column) else \
+            next(iter(right.find_all(exp.Column)), None) if right is not None and right.find(exp.Select) else None
+        if not isinstance(left, exp.Column) or right_column is None:
+            continue
+        sides = []
+        for column in (left, right_column):
+            table = text_columns.get(column.name.lower())
+            if table is None:
+                break
+            _, found = _execute(db, f"SELECT DISTINCT {column.name} FROM {table} LIMIT 4", time_limit_s)
+            sides.append(f"{table}.{column.name}: " + ", ".join(f"'{str(r[0])[:40]}'" for r in found))
+        if len(sides) == 2:
+            notes.append("the two sides of " + node.sql("duckdb")[:80] + " hold values written differently? "
+                         + "; ".join(sides) + " (ILIKE '%' || a || '%' matches a part)")
     for node in query.find_all(exp.EQ, exp.Like, exp.ILike):
         column, literal = node.this, node.expression
         if not isinstance(column, exp.Column) or not isinstance(literal, exp.Literal) or not literal.is_string:
