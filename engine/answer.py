@@ -25,7 +25,7 @@ from foreman.agents.models import uses_embedded_model
 from foreman.engine.evidence import PASSAGES_IN_PROMPT, evidence, readable, stated_count, time_span
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
-from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
+from foreman.engine.records import RunReport, one_step_report
 from foreman.engine.routing import Route
 from foreman.settings import Settings
 from foreman.tools.knowledge.search import Passage
@@ -228,12 +228,5 @@ def fast_path_report(objective: str, run_key: str, decided: Route, answered: Gro
                      started: float) -> RunReport:
     """The run report of a fast-path run: one completed "answer" step (one model call, two when
     the lines were refused and the passages asked)."""
-    plan = fast_path_plan(objective, decided)
-    step = plan.tasks[0]
-    outcome = NodeOutcome(id=step.id, title=step.title, status=NodeStatus.COMPLETED, agent=step.agent,
-                          result=answered.text, attempts=1, llm_calls=answered.calls, tokens=answered.tokens,
-                          started=started, finished=time.time())
-    return RunReport(run_key=run_key, objective=objective, status=RunStatus.COMPLETED, plan=plan,
-                     outcomes={step.id: outcome}, started=started, finished=time.time(),
-                     usage=Usage(llm_calls=answered.calls, tokens=answered.tokens), answer=answered.text,
-                     sources={step.id: answered.sources})
+    return one_step_report(run_key, fast_path_plan(objective, decided), text=answered.text, calls=answered.calls,
+                           tokens=answered.tokens, sources=answered.sources, started=started)

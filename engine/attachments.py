@@ -39,10 +39,10 @@ from foreman.settings import Settings, get_settings
 from foreman.tools.fd_walk import _open_file, _root_fd
 from foreman.tools.http import HttpPolicy
 from foreman.tools.knowledge.search import Passage
-from foreman.tools.text import words
 from foreman.tools.media import images, ocr, pdf, transcribe
 from foreman.tools.media.limits import MediaLimits, check_size, kind_of, refuse_if
 from foreman.tools.media.remote import fetch_bytes, url_name
+from foreman.tools.text import words
 from foreman.tools.workspace import Workspace, _parts
 
 TOOL = "attach"

@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field
 
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.query import pick_tables
-from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
 from foreman.errors import QueryFailed
 from foreman.tools.tables.store import LOADER, TableCard, TableCatalog
 
@@ -114,15 +113,8 @@ def answer_with_code(question: str, catalog: TableCatalog, model: BaseChatModel,
     raise QueryFailed("no script printed an answer: " + "; ".join(errors))
 
 
-def code_report(objective: str, run_key: str, reason: str, answered: CodeAnswer, started: float) -> RunReport:
-    """The run report of a code-route run: one completed "compute" step."""
+def code_plan(objective: str, decided: Any, answered: CodeAnswer) -> Plan:
+    """The one-step plan a code-route run records: one "compute" step."""
     step = SubTask(id="compute", title="Compute it with Python", agent="generalist", retries=0,
                    instructions=f"Write one Python script over {', '.join(answered.tables)} that answers: {objective}")
-    plan = Plan(objective=objective, rationale=f"code route: {reason}", tasks=[step])
-    outcome = NodeOutcome(id=step.id, title=step.title, status=NodeStatus.COMPLETED, agent=step.agent,
-                          result=answered.text, attempts=len(answered.errors) + 1, llm_calls=answered.calls,
-                          tokens=answered.tokens, started=started, finished=time.time())
-    return RunReport(run_key=run_key, objective=objective, status=RunStatus.COMPLETED, plan=plan,
-                     outcomes={step.id: outcome}, started=started, finished=time.time(),
-                     usage=Usage(llm_calls=answered.calls, tokens=answered.tokens), answer=answered.text,
-                     sources={step.id: answered.sources})
+    return Plan(objective=objective, rationale=f"code route: {decided.reason}", tasks=[step])

@@ -36,7 +36,6 @@ from pydantic import BaseModel, Field
 from sqlglot import exp
 
 from foreman.engine.plan import Plan, SubTask
-from foreman.engine.records import NodeOutcome, NodeStatus, RunReport, RunStatus, Usage
 from foreman.errors import QueryFailed, QueryRefused
 from foreman.tools.tables.query import QueryResult, check_query, run_query
 from foreman.tools.tables.store import SOURCE, TableCard, TableCatalog
@@ -389,15 +388,8 @@ def file_content(result: QueryResult, write: WriteRequest) -> str:
     return markdown_table(columns, result.rows) + "\n"
 
 
-def query_report(objective: str, run_key: str, decided: Any, answered: QueryAnswer, started: float) -> RunReport:
-    """The run report of a query-route run: one completed "query" step, its model calls and tokens."""
+def query_plan(objective: str, decided: Any, answered: QueryAnswer) -> Plan:
+    """The one-step plan a query-route run records: one "query" step."""
     step = SubTask(id="query", title="Query the workspace's tables", agent="generalist", retries=0,
                    instructions=f"Write one SELECT over {', '.join(answered.tables)} that answers: {objective}")
-    plan = Plan(objective=objective, rationale=f"query route: {decided.reason}", tasks=[step])
-    outcome = NodeOutcome(id=step.id, title=step.title, status=NodeStatus.COMPLETED, agent=step.agent,
-                          result=answered.text, attempts=len(answered.refusals) + 1, llm_calls=answered.calls,
-                          tokens=answered.tokens, started=started, finished=time.time())
-    return RunReport(run_key=run_key, objective=objective, status=RunStatus.COMPLETED, plan=plan,
-                     outcomes={step.id: outcome}, started=started, finished=time.time(),
-                     usage=Usage(llm_calls=answered.calls, tokens=answered.tokens), answer=answered.text,
-                     sources={step.id: answered.sources})
+    return Plan(objective=objective, rationale=f"query route: {decided.reason}", tasks=[step])

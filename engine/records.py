@@ -138,3 +138,16 @@ class ApprovalAnswer(BaseModel):
     answered: bool = Field(default=True, description="False when the run was resumed with no answer at all.")
 
 
+def one_step_report(run_key: str, plan: Plan, *, text: str, calls: int, tokens: int, sources: list[str],
+                    started: float, attempts: int = 1) -> RunReport:
+    """The report of a run one Python-driven step answered (a lookup, a query, a script): the same
+    shape as a planned run's, so its result, the run store and the UI need no special case."""
+    import time
+
+    step = plan.tasks[0]
+    outcome = NodeOutcome(id=step.id, title=step.title, status=NodeStatus.COMPLETED, agent=step.agent,
+                          result=text, attempts=attempts, llm_calls=calls, tokens=tokens, started=started,
+                          finished=time.time())
+    return RunReport(run_key=run_key, objective=plan.objective, status=RunStatus.COMPLETED, plan=plan,
+                     outcomes={step.id: outcome}, started=started, finished=time.time(),
+                     usage=Usage(llm_calls=calls, tokens=tokens), answer=text, sources={step.id: sources})

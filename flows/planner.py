@@ -38,15 +38,15 @@ from foreman.cf_adapter.taskrun import run_task
 from foreman.engine.answer import GroundedAnswer, answer_from_passages, fast_path_report, style_for
 from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.cf_runner import build_scope
+from foreman.engine.compute import CodeAnswer, answer_with_code, code_plan
 from foreman.engine.executor import ReplanRequest
 from foreman.engine.explain import ProgressArtifact, write_answer, write_attachments, write_query
 from foreman.engine.grounding import ANSWER_RULE, PLANNER_RULE, Grounding, format_passages, ground
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import Progress, listening, publish
-from foreman.engine.records import Budgets, RunReport, RunStatus
-from foreman.engine.compute import CodeAnswer, answer_with_code, code_report
-from foreman.engine.query import QueryAnswer, answer_with_query, query_report
+from foreman.engine.query import QueryAnswer, answer_with_query, query_plan
+from foreman.engine.records import Budgets, RunReport, RunStatus, one_step_report
 from foreman.engine.routing import Route, route
 from foreman.engine.runs import (
     PlanRunResult,
@@ -268,17 +268,14 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
     decided = route_with_files(objective, grounding, attached) if grounding is not None and fresh else None
     if decided is not None:  # (a given plan runs as given)
         log.info("route: %s (%s)", decided.kind, decided.reason)
-    if grounding is not None and decided is not None and decided.kind == "code":
-        computed = _code_step(objective, grounding, decided, policy, settings, env)
-        if isinstance(computed, CodeAnswer):
-            return _record_code(objective, run_key, decided, computed, store, started, attached)
+    if grounding is not None and decided is not None and decided.kind in ("query", "code"):
+        step = _query_step if decided.kind == "query" else _code_step
+        computed = step(objective, grounding, decided, policy, settings, env)
+        if not isinstance(computed, str):
+            plan_of = query_plan if decided.kind == "query" else code_plan
+            return _record_computed(objective, run_key, decided, computed, plan_of(objective, decided, computed),
+                                    store, started, attached)
         decided = fallback_route(objective, grounding, decided, computed)
-        log.info("route: %s (%s)", decided.kind, decided.reason)
-    if grounding is not None and decided is not None and decided.kind == "query":
-        answered = _query_step(objective, grounding, decided, policy, settings, env)
-        if isinstance(answered, QueryAnswer):
-            return _record_query(objective, run_key, decided, answered, store, started, attached)
-        decided = fallback_route(objective, grounding, decided, answered)
         log.info("route: %s (%s)", decided.kind, decided.reason)
     if grounding is not None and decided is not None and decided.kind == "lookup":
         return _answer_directly(objective, run_key, grounding, decided, settings, store, started, attached)
@@ -442,19 +439,6 @@ def _code_step(objective: str, grounding: Grounding, decided: Route, policy: Run
     return compute()
 
 
-def _record_code(objective: str, run_key: str, decided: Route, answered: CodeAnswer, store: RunStore,
-                 started: float, attached: Attachments | None) -> Any:
-    text = attached.with_notes(answered.text) if attached is not None else answered.text
-    write_answer(objective, text, answered.sources)
-    report = code_report(objective, run_key, decided.reason, answered, started)
-    store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
-                     started, time.time() - started, _summary(report))
-    result = result_of(report, objective=objective, answer=text, started=started,
-                       sources=answered.sources, route=f"code: {decided.reason}")
-    publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
-    return finish(result)
-
-
 def fallback_route(objective: str, grounding: Grounding, decided: Route, why: str) -> Route:
     """Where a question goes when no query answered it: the lookup when passages were found, else
     the planner; a write request or a request for code always to the planner, whose steps have the
@@ -463,16 +447,19 @@ def fallback_route(objective: str, grounding: Grounding, decided: Route, why: st
     return Route(kind=kind, reason=f"{decided.reason}; no query answered ({why[:200]}), so {kind}")
 
 
-def _record_query(objective: str, run_key: str, decided: Route, answered: QueryAnswer, store: RunStore,
-                  started: float, attached: Attachments | None) -> Any:
+def _record_computed(objective: str, run_key: str, decided: Route, answered: QueryAnswer | CodeAnswer, plan: Plan,
+                     store: RunStore, started: float, attached: Attachments | None) -> Any:
+    """A query- or code-route run recorded like any other: answer artifact, run store, result."""
     text = attached.with_notes(answered.text) if attached is not None else answered.text
     write_answer(objective, text, answered.sources)
     get_run_logger().info("answer: %s", answered.answer[:500])
-    report = query_report(objective, run_key, decided, answered, started)
+    attempts = len(getattr(answered, "refusals", None) or getattr(answered, "errors", None) or []) + 1
+    report = one_step_report(run_key, plan, text=answered.text, calls=answered.calls, tokens=answered.tokens,
+                             sources=answered.sources, started=started, attempts=attempts)
     store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
                      started, time.time() - started, _summary(report))
     result = result_of(report, objective=objective, answer=text, started=started,
-                       sources=answered.sources, route=f"query: {decided.reason}")
+                       sources=answered.sources, route=f"{decided.kind}: {decided.reason}")
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result)
 
