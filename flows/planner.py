@@ -47,7 +47,7 @@ from foreman.engine.policy import RunPolicy, tool_env
 from foreman.engine.progress import Progress, listening, publish
 from foreman.engine.query import QueryAnswer, answer_with_query, query_plan
 from foreman.engine.records import Budgets, RunReport, RunStatus, one_step_report
-from foreman.engine.routing import Route, route
+from foreman.engine.routing import Route, route, write_request
 from foreman.engine.runs import (
     PlanRunResult,
     execute_plan,
@@ -292,6 +292,7 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
                           store=store, budgets=budgets, replanner=replanner_with_files(planner, files),
                           approver=approver_for(approve_in, env.audit, approval_timeout_s),
                           grounded_objective=objective if grounded else None)
+    report = unwritten_file_fails(objective, report, policy, started)
 
     publish(Progress(phase="answering", text="writing the answer", percent=100.0))
     answer = synthesize(objective, report, settings, env, grounding)
@@ -439,11 +440,27 @@ def _code_step(objective: str, grounding: Grounding, decided: Route, policy: Run
     return compute()
 
 
+def unwritten_file_fails(objective: str, report: RunReport, policy: RunPolicy, started: float) -> RunReport:
+    """A plan whose objective names a file to write, and which wrote no such file, did not do what
+    was asked: it ends FAILED, whatever its steps reported."""
+    asked = write_request(objective)
+    if asked is None or report.status != RunStatus.COMPLETED:
+        return report
+    target = policy.workspace / asked.path
+    if target.is_file() and target.stat().st_mtime >= started - 1:
+        return report
+    return report.model_copy(update={"status": RunStatus.FAILED,
+                                     "stopped_by": f"the objective asks for {asked.path}, and no step wrote it"})
+
+
 def fallback_route(objective: str, grounding: Grounding, decided: Route, why: str) -> Route:
     """Where a question goes when no query answered it: the lookup when passages were found, else
-    the planner; a write request or a request for code always to the planner, whose steps have the
-    tools for it (a lookup cannot do either). The reason says what failed."""
-    kind = "lookup" if grounding.passages and decided.write is None and decided.kind != "code" else "plan"
+    the planner; a write request always to the planner, whose steps have the write tool. A request
+    for Python that no script answered fails the run: a lookup is not what was asked, and the
+    planner's steps would write the same script with less to go on."""
+    if decided.kind == "code":
+        raise TaskNotCompleted("compute", "FAILED", f"no Python script answered: {why[:600]}")
+    kind = "lookup" if grounding.passages and decided.write is None else "plan"
     return Route(kind=kind, reason=f"{decided.reason}; no query answered ({why[:200]}), so {kind}")
 
 

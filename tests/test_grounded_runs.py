@@ -146,3 +146,16 @@ def test_foreman_run_prints_the_answer_with_its_sources(notebook: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "answer: Move the log upload to 03:00" in out.output
     assert "sources: report.txt:" in out.output
+
+
+def test_a_plan_that_never_writes_the_file_the_objective_names_ends_failed(notebook: Path) -> None:
+    from foreman.errors import RunFailed
+
+    step = {"id": "summarise", "title": "Summarise", "agent": "generalist",
+            "instructions": "Summarise the Q3 report in three lines."}
+    with use_model(Recorder([step]).model):
+        with pytest.raises(RunFailed) as failed:
+            plan_and_run("Write the Q3 report's summary to q3-summary.md", workspace=str(notebook), allow_write=True)
+    result = failed.value.result
+    assert result.status == "FAILED" and "q3-summary.md" in (result.stopped_by or "")
+    assert result.statuses == {"summarise": "COMPLETED"}, "the finished step is kept"
