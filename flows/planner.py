@@ -305,7 +305,7 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
                      report.plan.model_dump(mode="json"),
                      [r.model_dump(mode="json") for r in report.revisions], started, time.time() - started, summary)
     result = result_of(report, objective=objective, answer=answer, started=started, repaired_plan=repaired,
-                       sources=sources, route=decided.reason if decided else None)
+                       sources=sources, route=f"{decided.kind}: {decided.reason}" if decided else None)
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result, not_run_reasons(report))
 
@@ -381,7 +381,7 @@ def _answer_directly(objective: str, run_key: str, grounding: Grounding, decided
     store.record_run(run_key, objective, report.status.value, None, report.plan.model_dump(mode="json"), [],
                      started, time.time() - started, _summary(report))
     result = result_of(report, objective=objective, answer=text, started=started,
-                       sources=answered.sources, route=decided.reason)
+                       sources=answered.sources, route=f"{decided.kind}: {decided.reason}")
     publish(Progress(phase="done", text=f"{result.status.value}", percent=100.0))
     return finish(result)
 

@@ -83,7 +83,8 @@ def test_each_table_shape_becomes_a_typed_table_with_its_source_lines(workspace:
     # a month of daily logs is one table to query, its parts kept for their sources
     logs = catalog.tables["backup_logs"]
     assert logs.rows == 10 and len(logs.parts) == 5 and logs.kind == "log"
-    assert [c.name for c in logs.columns][:4] == ["ts", "day", "level", "message"]
+    assert [c.name for c in logs.columns] == ["ts", "day", "level", "component", "detail", "message"]
+    assert next(c for c in logs.columns if c.name == "detail").values == ["db01", "web01"]
     assert {c.name for c in catalog.visible()} == {"servers", "subscriptions", "backup_logs"}
     assert catalog.skipped["notes.md"] == "no table in it"
 
@@ -339,8 +340,9 @@ def test_a_log_names_the_component_each_line_comes_from_and_syslog_gets_its_year
                     f"{'failed: timeout' if d % 3 == 0 else 'ok'}\n2026-11-{d:02d} 06:00:00 INFO temp-check fridge-1 4.1C ok\n"
                     for d in range(1, 11))
     [table] = read_tables("logs/hub.log", lines)
-    assert table.columns == ["ts", "day", "level", "component", "message"]
+    assert table.columns == ["ts", "day", "level", "component", "detail", "message"]
     assert {row[3] for row in table.rows} == {"pos-sync", "temp-check"}
+    assert {row[4] for row in table.rows} == {"ok", "failed", "fridge-1"}
     syslog = "Nov 19 14:02:11 fw01 kernel: igc0: link down\nNov 19 14:02:40 fw01 configd.py[211]: gateway down\n" \
              "Nov 19 14:09:10 fw01 kernel: igc0: link up\n"
     [router] = read_tables("logs/router-2025-11-19.log", syslog)

@@ -292,10 +292,28 @@ def _components(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
     filters on a value it is shown instead of guessing words inside the message."""
     found = [_COMPONENT.match(row["message"]) for _, row in parsed]
     names = {m.group(1) for m in found if m}
-    if sum(m is not None for m in found) * 10 < len(parsed) * 8 or not 1 < len(names) <= max(12, len(parsed) // 20):
+    if sum(m is not None for m in found) * 10 < len(parsed) * 8 or not 0 < len(names) <= max(12, len(parsed) // 20):
         return False
     for (_, row), match in zip(parsed, found):
         row["component"] = match.group(1) if match else None
+    return True
+
+
+_DETAIL = re.compile(r"^[A-Za-z][\w.-]*?(?:\[\d+\])?:?\s+([A-Za-z][\w.-]*)")
+MAX_DETAILS = 16
+
+
+def _details(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
+    """After the component, many logs name what it acted on or how it went: `backup db01 failed`,
+    `temp-check fridge-2 4.1C ok`, `pos-sync failed: timeout`. When that word takes few values, it
+    is a `detail` column too, shown with its values, so "the db01 backup" or "failed syncs" is a
+    filter on values the model can see."""
+    found = [_DETAIL.match(row["message"]) for _, row in parsed]
+    values = {m.group(1).rstrip(".:") for m in found if m}
+    if sum(m is not None for m in found) * 10 < len(parsed) * 8 or not 1 < len(values) <= MAX_DETAILS:
+        return False
+    for (_, row), match in zip(parsed, found):
+        row["detail"] = match.group(1).rstrip(".:") if match else None
     return True
 
 
@@ -349,7 +367,8 @@ def _log(path: str, text: str) -> list[TableData] | NotATable:
         for key in row:
             counts[key] = counts.get(key, 0) + 1
     extra = [k for k, n in counts.items() if k.startswith("kv_") and n * 5 >= len(parsed)][:MAX_COLUMNS - 5]
-    names = ["ts", "day", "level", *(["component"] if _components(parsed) else []), "message", *extra]
+    split = ["component", *(["detail"] if _details(parsed) else [])] if _components(parsed) else []
+    names = ["ts", "day", "level", *split, "message", *extra]
     if all(row["level"] is None for _, row in parsed):
         names.remove("level")
     return [TableData(path=path, kind="log", columns=[n.removeprefix("kv_") for n in names],

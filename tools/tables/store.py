@@ -41,7 +41,7 @@ from foreman.tools.tables.shapes import NotATable, TableData, may_hold_tables, r
 from foreman.tools.workspace import Workspace
 
 log = logging.getLogger("foreman.tables")
-SHAPES_VERSION = "8"  # bump when shapes/columns read files differently: every file is read again
+SHAPES_VERSION = "9"  # bump when shapes/columns read files differently: every file is read again
 MAX_TABLE_FILE_BYTES = 20_000_000
 SAMPLE_ROWS = 3
 FEW_VALUES = 12  # a text column with at most this many distinct values lists them on its card
