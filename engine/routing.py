@@ -48,7 +48,8 @@ _COMPUTED = re.compile(
     r"|\b(make|made|earn(ed|s)?|spen[dt]|br(ing|ought) in|take|took|takings|pa(y|id)|sold|sell)\b.*\b(in|during|over|"
     r"across|for|last|this) (the )?(january|february|march|april|may|june|july|august|september|october|november|"
     r"december|week|month|quarter|year|\d{4})", re.IGNORECASE)
-_WRITE_VERB = re.compile(r"\b(write|save|create|export|put|make|produce|generate)\b", re.IGNORECASE)
+_WRITE_VERB = re.compile(r"\b(write|save|create|export|put|make|produce|generate|draft|store|dump|output|prepare|"
+                         r"compose|record)\b", re.IGNORECASE)
 _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:md|markdown|txt|csv|tsv|json))\b", re.IGNORECASE)
 # asking for a reason or a way, not a fact: the notes explain it, no join computes it
 _EXPLAIN = re.compile(r"^(why|how (do|does|did|can|could|should|would|to)|explain|describe|summari[sz]e)\b", re.IGNORECASE)

@@ -138,6 +138,7 @@ def test_without_tables_a_question_is_looked_up_and_the_rest_is_planned(objectiv
     ("What is the total RAM of the hosts in the basement rack?", "query", ["hosts"], None),
     ("Which services listen on a port above 8000?", "query", ["services"], None),
     ("Write big-hosts.md listing every host with more than 16 GB of RAM", "query", ["hosts"], "big-hosts.md"),
+    ("Draft the note to Priya in big-hosts.txt: every host over 16 GB of RAM", "query", ["hosts"], "big-hosts.txt"),
     ("What does the Q3 report recommend?", "lookup", [], None),  # nothing computed: a lookup, tables or not
     ("Why did the nightly backup fail in August?", "lookup", [], None),
 ])
