@@ -63,6 +63,7 @@ class TableMatch(BaseModel):
     score: float
     matched: list[str] = Field(default_factory=list, description="question words this table holds")
     in_schema: bool = Field(default=False, description="a word matched its name or columns, not only its cells")
+    by_name: bool = Field(default=False, description="a word matched the table's own name")
 
 
 class WriteRequest(BaseModel):
@@ -160,7 +161,8 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
             " ".join(v for col in catalog.tables[name].columns for v in (col.values or [])))) - _CALENDAR_STEMS
         if chosen and not named:
             break  # a further table must be named by the question (its name or a column), not just hold a word
-        chosen.append(TableMatch(name=name, score=round(gain, 3), matched=matched, in_schema=bool(named)))
+        chosen.append(TableMatch(name=name, score=round(gain, 3), matched=matched, in_schema=bool(named),
+                                 by_name=bool(hits[name][3.0] - _CALENDAR_STEMS)))
         covered |= set(scored[name]) - _CALENDAR_STEMS  # dates do not answer the other table's part
         first = first or gain
     return chosen
@@ -253,7 +255,7 @@ def extract_sql(reply: str) -> str:
 
 def answer_with_query(question: str, catalog: TableCatalog, model: BaseChatModel, *,
                       tables: list[str] | None = None, write: WriteRequest | None = None,
-                      write_file: Any = None, today: date | None = None) -> QueryAnswer:
+                      write_file: Any = None, today: date | None = None, rows_required: bool = False) -> QueryAnswer:
     """Answer `question` with one checked query over the matching tables (one retry with the
     error). Raises `QueryFailed` when no try gave rows the answer can rest on; the refusals are
     in its message."""
@@ -292,8 +294,8 @@ def answer_with_query(question: str, catalog: TableCatalog, model: BaseChatModel
                         "If no row can match, write it again.")
         if attempt == 0:
             messages = [*messages, AIMessage(content=f"```sql\n{sql}\n```"), HumanMessage(content=feedback)]
-    if result is None:
-        raise QueryFailed("; ".join(refusals))
+    if result is None or (result.rows and _all_null(result)) or (rows_required and not result.rows):
+        raise QueryFailed("; ".join(refusals))  # NULL is never an answer; nor is no row, for a join
     answer = QueryAnswer(question=question, answer=render(result, cards), sql=result.sql, columns=result.columns,
                          rows=result.rows, truncated=result.truncated, tables=names, sources=result.sources,
                          evidence=result.evidence, refusals=refusals, calls=calls, tokens=tokens,

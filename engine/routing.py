@@ -35,7 +35,7 @@ _ACTION = re.compile(
 _REQUEST = re.compile(r"^(please\b|(can|could|would|will) you\b)", re.IGNORECASE)
 # Asking for a computed step: an aggregate, a filter by a bound, an order, a span of time.
 _COMPUTED = re.compile(
-    r"\b(how many|how much|count|number of|total|sum|add(s|ed)? up|altogether|average|mean|median|"
+    r"\b(how many|how much|count|(?<=the |. a )number of|^number of|total|sum|add(s|ed)? up|altogether|average|mean|median|"
     r"percent(age)?|more than|less than|fewer than|greater than|over|under|above|below|at least|at most|"
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
     r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
@@ -63,6 +63,7 @@ class Route(BaseModel):
     reason: str
     tables: list[TableMatch] = Field(default_factory=list)
     write: WriteRequest | None = None
+    rows_required: bool = Field(default=False, description="no rows is no answer (a join), not 'none match' (a filter)")
 
 
 def write_request(objective: str) -> WriteRequest | None:
@@ -94,11 +95,12 @@ def route(objective: str, grounding: Grounding) -> Route:
     if computed and matched and not several and stated is None and span is None:
         return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
                      tables=matched)
-    named = [t for t in matched if t.in_schema]
+    # a join: two tables each named by the question (by name, or by two of its columns or categories)
+    named = [t for t in matched if t.in_schema and (t.by_name or len(t.matched) >= 2)]
     question = text.endswith("?") or _QUESTION_START.match(text) is not None
     if len(named) >= 2 and question and not several and span is None and not _EXPLAIN.match(text):
         return Route(kind="query", reason=f"joins facts of {_names(named)}: each is named by the question",
-                     tables=matched)
+                     tables=named, rows_required=True)
     if not grounding.passages:
         return Route(kind="plan", reason="no passages or tables found: the steps must look for themselves")
     action = _ACTION.search(text)

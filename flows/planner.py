@@ -402,7 +402,7 @@ def _query_step(objective: str, grounding: Grounding, decided: Route, policy: Ru
         try:
             answered = answer_with_query(objective, grounding.tables, build_chat_model(settings),
                                          tables=[t.name for t in decided.tables], write=decided.write,
-                                         write_file=writer)
+                                         write_file=writer, rows_required=decided.rows_required)
         except QueryFailed as exc:
             get_run_logger().warning("no query answered: %s", exc)
             return str(exc)
