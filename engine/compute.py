@@ -4,7 +4,7 @@ The same split as the query route (`engine/query.py`), for code: Python parses t
 tables first and hands them to the code as CSV files (typed columns named on the card, three
 rows shown), so the model writes a short script that reads clean data instead of parsing raw
 files (measured in issue #25: free-form scripts over raw files were right 1 time in 12), loaded with
-typed values by a small module Foreman writes beside them (`load("sales")`). One
+typed values by a small module Foreman writes beside them (`load("servers")`). One
 call writes the script; `run_python` runs it in the sandbox, with the workspace and the tables
 read-only; a failure (an exception, no output) goes back once with the error's last lines. The
 script's output is the answer, shown with the script and the tables it read.

@@ -174,11 +174,11 @@ def _singular(word: str) -> str:
 def stated_count(question: str, passages: list[Passage]) -> StatedCount | None:
     """Where a passage states the count a "how many" question asks for, and the words stating it.
 
-    "How many reallocated sectors does disk sdc have?" is a lookup when a line says "sdc ... 8
-    reallocated sectors"; "How many hosts are in the basement rack?" needs counting rows. A line
-    states the count when a number stands at most two words before the counted noun, and the line
-    also names something else the question asks about (sdc), so "A 32 GB VM takes 20 minutes"
-    does not answer "How many VMs run on pve2?"."""
+    "How many spare drives does the office keep?" is a lookup when a line says "the office keeps 3
+    spare drives"; "How many laptops are in room 4?" needs counting rows. A line states the count
+    when a number stands at most two words before the counted noun, and the line also names
+    something else the question asks about (the office), so "a 16 GB laptop boots in 9 seconds"
+    does not answer "How many laptops run Linux?"."""
     after = re.split(r"\bhow many\b", question, maxsplit=1, flags=re.IGNORECASE)[-1]
     counted: list[str] = []
     for word in re.findall(r"[^\W_]+", after.lower()):
@@ -196,7 +196,7 @@ def stated_count(question: str, passages: list[Passage]) -> StatedCount | None:
                      for j in range(i + 1, min(i + 4, len(tokens))) if _singular(lowered[j]) in counted]
             if not pairs:
                 continue
-            # from the first number to the last counted noun: "23 devices", "7 daily, 4 weekly and 12 monthly"
+            # from the first number to the last counted noun: "3 drives", "2 red, 5 blue and 1 green cables"
             phrase = line[tokens[pairs[0][0]].start():tokens[max(j for _, j in pairs)].end()].rstrip(".")
             if not others or others & ({_singular(w) for w in words(line)} | context):
                 return StatedCount(location=located(passage, offset), phrase=phrase)

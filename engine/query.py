@@ -124,7 +124,7 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
     if not cards or not wanted:
         return []
     # where a word can meet a table, and what that is worth: its name, a column, a category a short
-    # column takes ("delivery" in channel) or a row's one-word name ("db02"), any word in its cells;
+    # column takes ("active" in status) or a row's one-word name ("db02"), any word in its cells;
     # a calendar word ("November", "week") only says the table has dates, and counts least
     fields = {c.name: {
         3.0: _stems(f"{c.name} {PurePath(c.path).stem} {c.label}"),
@@ -185,7 +185,7 @@ def _time_words(card: TableCard) -> set[str]:
 
 def _meets(word: str, stems: set[str]) -> bool:
     """`word` is among `stems`, or they share all but their last letter, four at least ("hour" and
-    "hourl(y)", "closi(ng)" and "close(r)")."""
+    "hourl(y)", "renew(ing)" and "renew(al)")."""
     if word in stems:
         return True
     return len(word) >= 4 and any(len(s) >= 4 and _shared(word, s) >= max(4, min(len(word), len(s)) - 1)

@@ -40,11 +40,11 @@ _COMPUTED = re.compile(
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
     r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
     r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d"
-    # a set of rows: "which servers …", "which of our subscriptions …" (a plural asks for every match)
+    # a set of rows: "which servers …", "which of the certificates …" (a plural asks for every match)
     r"|\bwhich (of (the|our|my|these|those) )?([\w-]+ )?[\w-]+(?<!ss)(?<!us)(?<!is)s(?= (are|were|have|had|do|did|"
     r"will|would|can|could|should|must|need|use|run|come|expire|cost|go|take|of|in|on|at|with|from|for|that|"
     r"which|whose|we|our|i|you|still|not|already|and|or)\b)"
-    # an amount over a period: "what did catering make us in November", "what we spent last month"
+    # an amount over a period: "what did the shop earn in March", "what we spent last month"
     r"|\b(make|made|earn(ed|s)?|spen[dt]|br(ing|ought) in|take|took|takings|pa(y|id)|sold|sell)\b.*\b(in|during|over|"
     r"across|for|last|this) (the )?(january|february|march|april|may|june|july|august|september|october|november|"
     r"december|week|month|quarter|year|\d{4})", re.IGNORECASE)
@@ -67,7 +67,7 @@ class Route(BaseModel):
 
 
 def write_request(objective: str) -> WriteRequest | None:
-    """The file an objective asks to be written ("Write low-stock.md listing …"), if any."""
+    """The file an objective asks to be written ("Write disk-alert.md listing …"), if any."""
     verb = _WRITE_VERB.search(objective)
     found = _FILE_NAME.search(objective[verb.start():]) if verb else None
     return WriteRequest(path=found.group(1)) if found else None

@@ -115,12 +115,12 @@ def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCa
                time_limit_s: float) -> list[str]:
     """For a query that found nothing: each text filter (`col = 'x'`, `col ILIKE '%x%'`) no row
     meets, with the values of that column that share a word with it, so the one retry can use a
-    value that exists ("no message is like '%till sync%'; messages with 'sync': 'pos-sync ok: …'")."""
+    value that exists ("no message is like '%nightly dump%'; messages with 'dump': 'db-dump ok: …'")."""
     text_columns = {c.name.lower(): n for n in tables for c in catalog.tables[n].columns if c.type == "VARCHAR"}
     notes: list[str] = []
     for node in query.find_all(exp.EQ, exp.In):
-        # a join on text: `staff.name = rota.closer` meets no row when one side writes "Ruben Okafor"
-        # and the other "Ruben"; show a few values of each side
+        # a join on text: `people.name = rota.person` meets no row when one side writes "Ana Lopez"
+        # and the other "Ana"; show a few values of each side
         left = node.this
         right = node.expression if isinstance(node, exp.EQ) else (node.args.get("query") or None)
         right_column = right if isinstance(right, exp.Column) else \

@@ -287,7 +287,7 @@ _COMPONENT = re.compile(r"^([A-Za-z][\w.-]*?)(?:\[\d+\])?:?\s")
 
 
 def _components(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
-    """Give each row a `component` (the program or job a message opens with: `pos-sync`,
+    """Give each row a `component` (the program or job a message opens with: `db-dump`,
     `sshd[42]:`, `backup`) when most messages open with one of a few names: a model then
     filters on a value it is shown instead of guessing words inside the message."""
     found = [_COMPONENT.match(row["message"]) for _, row in parsed]
@@ -305,7 +305,7 @@ MAX_DETAILS = 16
 
 def _details(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
     """After the component, many logs name what it acted on or how it went: `backup db01 failed`,
-    `temp-check fridge-2 4.1C ok`, `pos-sync failed: timeout`. When that word takes few values, it
+    `sensor rack-2 31C ok`, `db-dump failed: timeout`. When that word takes few values, it
     is a `detail` column too, shown with its values, so "the db01 backup" or "failed syncs" is a
     filter on values the model can see."""
     found = [_DETAIL.match(row["message"]) for _, row in parsed]

@@ -57,7 +57,7 @@ class ColumnCard(BaseModel):
     unit: str | None = None
     values: list[str] | None = Field(default=None, description="every value, when a text column has few")
     shapes: list[str] | None = Field(default=None, description="the forms a text column's many values take, "
-                                                               "numbers as <n>, commonest first ('temp-check fridge-2 <n> ok')")
+                                                               "numbers as <n>, commonest first ('sensor rack-2 <n> ok')")
 
 
 class TableCard(BaseModel):
@@ -200,7 +200,7 @@ _LOADER = '''"""The workspace's tables with typed values, for code in the sandbo
 
     import sys; sys.path.insert(0, "/tables")
     from foreman_tables import load
-    rows = load("sales")   # a list of dicts: int, float, datetime.date/datetime/time, bool, str; None if empty
+    rows = load("servers")   # a list of dicts: int, float, datetime.date/datetime/time, bool, str; None if empty
 """
 import csv
 import datetime
@@ -390,7 +390,7 @@ MAX_SHAPES = 20
 
 def _shapes(values: list[str]) -> list[str] | None:
     """A column of log messages or notes has many values but few forms: the forms, with counts,
-    tell a model what to match ("pos-sync failed: timeout"), where three sample rows do not."""
+    tell a model what to match ("db-dump failed: timeout"), where three sample rows do not."""
     counts: dict[str, int] = {}
     for value in values:
         shape = _NUMBER_IN_TEXT.sub("<n>", value.strip())[:90]
