@@ -204,7 +204,7 @@ def stated_count(question: str, passages: list[Passage]) -> StatedCount | None:
 
 
 _DURATION = re.compile(r"\b(how long|how many (minutes|hours|mins|hrs)|duration|took|lasted?)\b", re.IGNORECASE)
-_CLOCK = re.compile(r"(?<![\d:.,€$£-])([01]?\d|2[0-3])[:h]([0-5]\d)(?![\d:])")
+_CLOCK = re.compile(r"(?<![\d:.,€$£-])([01]?\d|2[0-3])[:h]([0-5]\d)(?::[0-5]\d)?(?![\d:])")
 
 
 def time_span(question: str, passages: list[Passage]) -> str | None:

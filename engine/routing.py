@@ -36,10 +36,12 @@ _REQUEST = re.compile(r"^(please\b|(can|could|would|will) you\b)", re.IGNORECASE
 # Asking for a computed step: an aggregate, a filter by a bound, an order, a span of time.
 _COMPUTED = re.compile(
     r"\b(how many|how much|count|(?<=the |. a )number of|^number of|total|sum|add(s|ed)? up|altogether|average|mean|median|"
-    r"percent(age)?|more than|less than|fewer than|greater than|over|under|above|below|at least|at most|"
+    r"percent(age)?|more than|less than|fewer than|greater than|at least|at most|"
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
     r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
     r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d"
+    # a bound is a number: "over 90%", "under €50" (not "under warranty", "over the weekend")
+    r"|\b(over|under|above|below|exceeding)\s+[€$£]?\d"
     # a set of rows: "which servers …", "which of the certificates …" (a plural asks for every match)
     r"|\bwhich (of (the|our|my|these|those) )?([\w-]+ )?[\w-]+(?<!ss)(?<!us)(?<!is)s(?= (are|were|have|had|do|did|"
     r"will|would|can|could|should|must|need|use|run|come|expire|cost|go|take|of|in|on|at|with|from|for|that|"

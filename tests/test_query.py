@@ -314,6 +314,10 @@ def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -
     assert span is not None and "from 14:05 to 16:50 is 2 h 45 min (165 minutes" in span
     assert span.startswith("incidents/outage.md:3 to :5")
     assert time_span("Who swapped the PSU?", passages) is None
+    log = ("Nov 19 14:02:11 fw01 kernel: igc0: link state changed to DOWN\n"
+           "Nov 19 14:05:40 fw01 dhcpd[9]: DHCPACK on 10.0.0.5\nNov 19 14:09:20 fw01 kernel: igc0: link state changed to UP\n")
+    syslog = [Passage(base="b", path="logs/router.log", line_start=1, line_end=3, text=log, score=1.0, keyword_rank=1)]
+    assert "from 14:02 to 14:09 is 7 min" in (time_span("How long was the link down?", syslog) or "")
     decided = route(question, Grounding(query=question, passages=passages))
     assert decided.kind == "lookup" and "began and ended" in decided.reason
 
@@ -322,6 +326,8 @@ def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -
     ("What do our subscriptions cost in total? Just the monthly ones.", "query"),  # a clarification, not two asks
     ("Which servers are owned by Ben?", "query"),  # a plural: every matching row
     ("Which host is called web01?", "lookup"),
+    ("Until when is web01 under warranty?", "lookup"),  # "under" without a number is no bound
+    ("Which servers are over 90% full?", "query"),
     ("What does Ana own? And what does Ben own?", "plan"),
 ])
 def test_the_route_reads_what_is_asked_not_which_words(workspace: Path, question: str, kind: str) -> None:
