@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 from foreman.engine.plan import Plan, SubTask
 from foreman.engine.query import pick_tables
 from foreman.errors import QueryFailed
-from foreman.tools.tables.store import LOADER, TableCard, TableCatalog
+from foreman.tools.tables.export import LOADER
+from foreman.tools.tables.store import TableCard, TableCatalog
 
 CODE_MAX_TOKENS = 500
 ANSWER_CHARS = 2_000

@@ -89,8 +89,8 @@ def test_each_table_shape_becomes_a_typed_table_with_its_source_lines(workspace:
     assert catalog.skipped["notes.md"] == "no table in it"
 
     result = run_query(catalog, "SELECT host FROM servers WHERE disk_used > 90 ORDER BY host", ["servers"])
-    assert result.rows == [["db02"], ["web01"]] or result.rows == [["db02"], ["web01"]]
-    assert result.sources == ["servers.csv:5", "servers.csv:2"] or set(result.sources) == {"servers.csv:2", "servers.csv:5"}
+    assert result.rows == [["db02"], ["web01"]]
+    assert result.sources == ["servers.csv:5", "servers.csv:2"], "each result row's own source, in its order"
 
 
 def test_only_a_changed_file_is_read_again(workspace: Path) -> None:
@@ -249,7 +249,7 @@ def test_a_two_hop_question_is_shown_both_tables(workspace: Path) -> None:
     (workspace / "owners.csv").write_text("owner,phone,team\nAna,555-0101,web\nBen,555-0202,data\n")
     catalog = sync_tables(workspace)
     picked = [m.name for m in pick_tables("What is the phone number of the owner of db02?", catalog)]
-    assert picked[:2] == ["owners", "servers"] or set(picked[:2]) == {"owners", "servers"}
+    assert set(picked) == {"owners", "servers"}
     writer = Writer("SELECT o.phone FROM servers s JOIN owners o ON o.owner = s.owner WHERE s.host = 'db02'")
     answered = answer_with_query("What is the phone number of the owner of db02?", catalog, writer.model,
                                  tables=picked)

@@ -204,7 +204,8 @@ def data_binds(workspace: Path) -> tuple[tuple[str, str], ...]:
     reaches the workspace through the write tool. (The weaker sandboxes see the host's files as
     they are: `data_paths` gives the code the real folders there.)"""
     from foreman.settings import get_settings
-    from foreman.tools.tables.store import export_csv, sync_tables
+    from foreman.tools.tables.export import export_csv
+    from foreman.tools.tables.store import sync_tables
 
     root = Path(workspace).resolve()
     tables = export_csv(sync_tables(root, get_settings()))
