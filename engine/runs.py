@@ -28,6 +28,7 @@ from foreman.engine.grounded_runner import GroundedRunner
 from foreman.engine.plan import Plan
 from foreman.engine.policy import RunPolicy
 from foreman.engine.records import Budgets, NodeStatus, RunReport, RunStatus
+from foreman.engine.scripts import code_paths
 from foreman.engine.store import RunStore
 from foreman.engine.validate import PlanScope, ValidPlan
 from foreman.errors import RunFailed, UnknownRunKey
@@ -142,6 +143,9 @@ def execute_plan(valid: ValidPlan, run_key: str, *, policy: RunPolicy, env: Tool
         log.info("timeouts on %s: an agent step runs in a worker thread, so a model call that blocks "
                  "ends at the model client's own timeout before the step's timeout can stop it",
                  ", ".join(timed))
+    if not policy.allow_code:  # a step that rewrites what a script step runs would be running code
+        guarded = code_paths(valid.plan.tasks, script_base or Path.cwd())
+        env = env.model_copy(update={"workspace": env.workspace.model_copy(update={"runs_as_code": guarded})})
     runner = ControlFlowRunner(env, agents, settings, policy=policy, stats=store.agent_stats(),
                                script_base=script_base)
     grounded = GroundedRunner(runner, policy, grounded_objective, settings=settings) if grounded_objective else None

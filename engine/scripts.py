@@ -122,9 +122,9 @@ import json
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from foreman.engine.plan import ScriptStep
+from foreman.engine.plan import ScriptStep, SubTask
 from foreman.errors import ScriptFailed
 
 TAIL_CHARS = 2_000
@@ -148,11 +148,27 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
         return logger
 
 
-def command_for(step: ScriptStep, base: Path) -> list[str]:
+def script_file(step: ScriptStep, base: Path) -> Path:
+    """The file a script step runs (relative paths are from `base`)."""
     path = Path(step.path).expanduser()
-    if not path.is_absolute():
-        path = (base / path).resolve()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def command_for(step: ScriptStep, base: Path) -> list[str]:
+    path = script_file(step, base)
     return [sys.executable, str(path), *step.args] if path.suffix == ".py" else [str(path), *step.args]
+
+
+def code_paths(tasks: Iterable[SubTask], base: Path) -> tuple[Path, ...]:
+    """What the script steps among `tasks` execute: each script file, and for a Python script
+    its folder too (Python imports a module beside the script before any other)."""
+    found: list[Path] = []
+    for task in tasks:
+        if task.script is None:
+            continue
+        path = script_file(task.script, base).resolve()
+        found += [path, path.parent] if path.suffix == ".py" else [path]
+    return tuple(dict.fromkeys(found))
 
 
 def script_env(step: ScriptStep, inputs: dict[str, Any] | None = None,

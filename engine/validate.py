@@ -27,6 +27,9 @@ class PlanScope(BaseModel):
     schemas: list[str] = Field(default_factory=list, description="Named result schemas.")
     max_nodes: int = 25
     max_depth: int = 10
+    scripts_from_file: bool = Field(
+        default=False, description="The plan is a workflow file the person wrote, so its script steps run "
+        "as written; a plan from anywhere else (the planner, a flow parameter) needs allow_code for one.")
 
     @property
     def tools(self) -> list[str]:
@@ -89,6 +92,10 @@ def validate_plan(plan: Plan, scope: PlanScope) -> ValidPlan:
     for task in plan.tasks:
         # who does it, with what
         if task.script is not None:
+            if not (scope.scripts_from_file or scope.policy.allow_code):
+                err(task.id, "script", f"a script step runs {task.script.path!r} outside the sandbox, which is "
+                                       "running code: only a workflow file, or a run that allows code "
+                                       "(--allow-code / allow_code=True), may hold one")
             if task.agent or task.capability:
                 err(task.id, "script", "a script step has no agent or capability; remove them or the script")
             if task.tools:

@@ -339,7 +339,7 @@ def load_workflow(path: str | Path, scope: PlanScope, params: dict[str, Any] | N
     plan = Plan(objective=spec.description or spec.name, rationale=spec.description, tasks=steps,
                 on_failure=spec.on_failure)
     try:
-        valid = validate_plan(plan, scope)
+        valid = validate_plan(plan, scope.model_copy(update={"scripts_from_file": True}))
     except PlanInvalid as exc:
         raise WorkflowError(path, [str(e) for e in exc.errors]) from None
     return Workflow(name=spec.name, description=spec.description, schedule=spec.schedule, path=path, plan=valid,

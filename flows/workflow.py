@@ -114,7 +114,8 @@ def run_workflow(path: str, params: dict[str, Any] | None = None, workspace: str
         index_workspace(policy, settings)
     store.record_run(run_key, workflow.name, RunStatus.RUNNING.value, None, plan, [], started, 0.0, "running")
     with listening(ProgressArtifact(run_id, f"running workflow {workflow.name}")):
-        report = execute_plan(workflow.plan, run_key, policy=policy, env=env, scope=build_scope(registry, policy),
+        scope = build_scope(registry, policy).model_copy(update={"scripts_from_file": True})  # (no planner here)
+        report = execute_plan(workflow.plan, run_key, policy=policy, env=env, scope=scope,
                               agents=registry, settings=settings, store=store,
                               budgets=Budgets(max_llm_calls=max_llm_calls, max_replans=0,
                                               max_concurrency=max_concurrency),

@@ -121,7 +121,8 @@ def test_files_on_a_script_step_are_a_plan_error() -> None:
 
     step = SubTask(id="s", title="s", instructions="run", script=ScriptStep(path="x.py"), files=["a.txt"])
     with pytest.raises(PlanInvalid, match="s.files: a script step is given no files"):
-        validate_plan(Plan(tasks=[step]), build_scope(registry, RunPolicy.build(check_workspace=False)))
+        validate_plan(Plan(tasks=[step]), build_scope(registry, RunPolicy.build(check_workspace=False))
+                      .model_copy(update={"scripts_from_file": True}))
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -36,7 +36,7 @@ def script_step(id: str, path: str, **kw) -> SubTask:
 def run(plan: Plan, base: Path) -> RunReport:
     settings = get_settings()
     policy = RunPolicy.build(workspace=base)
-    scope = build_scope(registry, policy)
+    scope = build_scope(registry, policy).model_copy(update={"scripts_from_file": True})  # as a workflow file
     runner = ControlFlowRunner(ToolEnv.from_settings(settings, workspace=base), registry, settings, policy=policy,
                                script_base=base)
     engine = Engine(runner, scope, run_store())
@@ -93,6 +93,7 @@ def test_failing_script_is_retried_and_a_hanging_one_is_killed_at_its_timeout(sc
 
 def test_script_step_with_an_agent_or_tools_is_refused() -> None:
     scope = build_scope(registry, RunPolicy.build(allowed_tools=["read_file"], check_workspace=False))
+    scope = scope.model_copy(update={"scripts_from_file": True})
     bad = SubTask(id="s", title="s", instructions="i", agent="coder", tools=["read_file"],
                   script=ScriptStep(path="x.py"))
     with pytest.raises(PlanInvalid) as info:

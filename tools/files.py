@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 from foreman.errors import ToolRefused
@@ -281,6 +282,18 @@ def search_files(ws: Workspace, query: str, directory: str = ".") -> list[dict[s
 # --- writing ------------------------------------------------------------------------------
 
 
+def _refuse_code_paths(ws: Workspace, real: Path, path: str) -> None:
+    """A file a script step of this run will execute (or a module it imports from its own
+    folder) is code: writing it would run whatever was written, outside the sandbox."""
+    guarded = set(ws.runs_as_code)
+    if real in guarded or (real.suffix == ".py" and real.parent in guarded):
+        raise ws._refuse(
+            "write_file",
+            f"{path!r} is run by a script step of this run, so writing it would be running code; "
+            "write another file, or allow code for the run (--allow-code / allow_code=True)",
+        )
+
+
 def write_file(ws: Workspace, path: str, content: str) -> str:
     """Write `content` (UTF-8) to a workspace file, atomically, creating parent folders.
 
@@ -318,6 +331,7 @@ def write_file(ws: Workspace, path: str, content: str) -> str:
                 raise ws._refuse(
                     "write_file", f"{path!r} was moved out of the workspace; try again"
                 )
+            _refuse_code_paths(ws, ws.root.joinpath(*entry.real), path)
             # Keep an existing file's mode; new files get rw-r--r--.
             mode = stat.S_IMODE(st.st_mode) if st is not None else 0o644
             _replace_at(entry.dir_fd, entry.name, data, mode)

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from foreman.errors import ToolRefused
 
@@ -34,6 +34,9 @@ class Workspace(BaseModel):
     allow_hardlinks: bool = False
     max_read_bytes: int
     max_write_bytes: int = FILE_MAX_WRITE_BYTES
+    runs_as_code: tuple[Path, ...] = Field(
+        default=(), description="Files a script step of this run executes, and the folders whose `.py` files "
+        "a Python script step imports first: writing there would be running code, so write_file refuses.")
 
     @field_validator("root")
     @classmethod

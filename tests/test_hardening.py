@@ -1,0 +1,100 @@
+"""The attack corpus of hardening round two (issue #30): each case failed before its fix.
+
+Escapes first: a plan handed to a flow as a parameter may not run programs unless the run
+allows code, and a step that may write may not rewrite what a script step of the run executes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from foreman.agents.models import use_model
+from foreman.agents.registry import registry
+from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn, call, succeed
+from foreman.engine.cf_runner import build_scope
+from foreman.engine.plan import Plan, ScriptStep, SubTask
+from foreman.engine.policy import RunPolicy
+from foreman.engine.scripts import code_paths
+from foreman.engine.validate import validate_plan
+from foreman.errors import PlanInvalid, ToolRefused
+from foreman.tools.files import write_file
+from foreman.tools.workspace import Workspace
+
+
+def shell_plan(target: Path) -> Plan:
+    return Plan(objective="x", tasks=[SubTask(id="pwn", title="t", instructions="i",
+                                              script=ScriptStep(path="/bin/sh", args=["-c", f"id > {target}"]))])
+
+
+# --- escape 1: the hidden `plan` parameter ------------------------------------------------
+
+
+def test_a_script_step_outside_a_workflow_file_needs_allow_code(tmp_path: Path) -> None:
+    plan = shell_plan(tmp_path / "owned")
+    with pytest.raises(PlanInvalid, match="pwn.script: a script step runs '/bin/sh' outside the sandbox"):
+        validate_plan(plan, build_scope(registry, RunPolicy.build(check_workspace=False)))
+    allowed = build_scope(registry, RunPolicy.build(allow_code=True, check_workspace=False))
+    assert validate_plan(plan, allowed).plan.ids == ["pwn"]
+    from_file = build_scope(registry, RunPolicy.build(check_workspace=False)).model_copy(
+        update={"scripts_from_file": True})
+    assert validate_plan(plan, from_file).plan.ids == ["pwn"]
+
+
+@pytest.mark.usefixtures("prefect_server", "foreman_home")
+def test_plan_and_run_given_a_shell_plan_runs_nothing_without_allow_code(workspace: Path, tmp_path: Path) -> None:
+    from foreman.flows.planner import plan_and_run
+
+    target = tmp_path / "owned"
+    model = ScriptedChatModel(responder=lambda turn: succeed("x"))
+    with use_model(model):
+        state = plan_and_run(objective="x", workspace=str(workspace), ground=False, plan=shell_plan(target),
+                             return_state=True)
+    assert state.is_failed()
+    assert "outside the sandbox" in str(state.result(raise_on_failure=False))
+    assert not target.exists()
+
+
+# --- escape 2: write access that becomes code execution ------------------------------------
+
+
+def test_write_file_refuses_what_a_script_step_runs_and_modules_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "run_me.py").write_text("print('mine')\n")
+    steps = [SubTask(id="run", title="r", instructions="r", script=ScriptStep(path="jobs/run_me.py"))]
+    ws = Workspace(root=tmp_path, allow_write=True, max_read_bytes=1 << 20, runs_as_code=code_paths(steps, tmp_path))
+    for path in ("jobs/run_me.py", "jobs/json.py", "./jobs/../jobs/run_me.py"):
+        with pytest.raises(ToolRefused, match="run by a script step of this run"):
+            write_file(ws, path, "import os; os.system('id')\n")
+    assert (tmp_path / "jobs" / "run_me.py").read_text() == "print('mine')\n"
+    write_file(ws, "jobs/notes.md", "fine")  # other files, and .py files elsewhere, stay writable
+    write_file(ws, "elsewhere.py", "x = 1\n")
+
+
+@pytest.mark.usefixtures("prefect_server", "foreman_home")
+def test_an_agent_step_with_write_access_cannot_rewrite_the_script_a_later_step_runs(tmp_path: Path) -> None:
+    from foreman.flows.workflow import run_workflow
+
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "run_me.py").write_text("import json\nprint(json.dumps({'ran': 'original'}))\n")
+    (folder / "workflow.yaml").write_text(
+        "name: rewrite\nworkspace: .\nsteps:\n"
+        "  - {id: edit, title: STEP-EDIT, agent: writer, instructions: Improve run_me.py., tools: [write_file]}\n"
+        "  - {id: run, script: {path: run_me.py}, depends_on: [edit]}\n")
+    evil = "import pathlib\npathlib.Path('PWNED').write_text('x')\nprint('{\"ran\": \"evil\"}')\n"
+
+    turns: list[Turn] = []
+
+    def respond(turn: Turn) -> ScriptedReply:
+        turns.append(turn)
+        return call("write_file", path="run_me.py", content=evil) if len(turns) == 1 else succeed("done")
+
+    with use_model(ScriptedChatModel(responder=respond)):
+        state = run_workflow(path=str(folder / "workflow.yaml"), allow_write=True, ground=False, return_state=True)
+    assert not (folder / "PWNED").exists()
+    assert "original" in (folder / "run_me.py").read_text()
+    result = state.result(raise_on_failure=False)
+    assert getattr(result, "statuses", {}).get("run") == "COMPLETED", result
+    assert "run by a script step of this run" in "\n".join(str(m.content) for m in turns[-1].messages)
