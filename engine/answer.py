@@ -155,17 +155,30 @@ def answer_from_passages(question: str, grounding: Grounding, model: BaseChatMod
     is, the answer is the refusal: the notes do not say, as far as anyone can check."""
     started = time.monotonic()
     passages = grounding.passages[:max_passages]
-    computed = time_span(question, grounding.passages) or stated_note(question, grounding.passages)
+    span = time_span(question, grounding.passages)
+    computed = span or stated_note(question, grounding.passages)
     if style != "adaptive":
         answer, tokens = _ask(model, prompt(question, passages, style, computed, grounding.passages), max_tokens)
         calls = 1
     else:
         answer, tokens, calls = _adaptive(question, grounding, passages, computed, model, max_tokens)
+    answer = in_minutes_asked(answer, question, span)
     support = evidence(question, grounding.passages, 2)
     sources = _cited(answer, grounding.passages, support)
     return GroundedAnswer(question=question, answer=answer, sources=sources,
                           evidence=support, passages=passages, grounded=bool(passages), calls=calls,
                           seconds=time.monotonic() - started, tokens=tokens)
+
+
+def in_minutes_asked(answer: str, question: str, span: str | None) -> str:
+    """The answer with Python's minute count when the question asks for minutes and the model
+    put the span another way ("1 hour 35 minutes" for "how many minutes")."""
+    minutes = re.search(r"\((\d+) minutes, computed by Foreman\)", span or "")
+    if minutes is None or not re.search(r"\bminutes?\b|\bmins?\b", question, re.IGNORECASE):
+        return answer
+    if re.search(rf"(?<![\d.]){minutes.group(1)}(?![\d.])", answer):
+        return answer
+    return f"{answer.rstrip()} ({minutes.group(1)} minutes)"
 
 
 def stated_note(question: str, passages: list[Passage]) -> str | None:

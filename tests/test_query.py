@@ -320,6 +320,12 @@ def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -
     assert "from 14:02 to 14:09 is 7 min" in (time_span("How long was the link down?", syslog) or "")
     decided = route(question, Grounding(query=question, passages=passages))
     assert decided.kind == "lookup" and "began and ended" in decided.reason
+    # asked in minutes, the answer carries Python's minute count however the model put it
+    from foreman.engine.answer import in_minutes_asked
+    assert in_minutes_asked("It lasted 2 hours 45 minutes.", "How many minutes was it down?", span).endswith(
+        "(165 minutes)")
+    assert in_minutes_asked("165 minutes.", "How many minutes was it down?", span) == "165 minutes."
+    assert in_minutes_asked("2 h 45 min.", question, span) == "2 h 45 min."
 
 
 @pytest.mark.parametrize(("question", "kind"), [
