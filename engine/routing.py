@@ -9,6 +9,9 @@
   for most such tasks.
 - **code**: the person asks for Python ("use Python to …") and a table matches
   (`engine/compute.py`): the model writes one script over the tables as CSV; the sandbox runs it.
+- **chain**: the question needs one fact before another ("who is on call the week the
+  certificate expires?", "the phone of whoever led it"): the model splits it in two, and each
+  half takes its own route (`engine/chain.py`). When it does not split, the usual route applies.
 - **plan**: anything else: actions, several questions, nothing found. The planner writes steps.
 
 The signals are generic words of asking (how many, total, which … more than, latest), a file
@@ -56,12 +59,23 @@ _FILE_NAME = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:md|markdown|txt|cs
 # asking for a reason or a way, not a fact: the notes explain it, no join computes it
 _EXPLAIN = re.compile(r"^(why|how (do|does|did|can|could|should|would|to)|explain|describe|summari[sz]e)\b", re.IGNORECASE)
 _CODE = re.compile(r"\b(python|script|code)\b", re.IGNORECASE)
+# a fact that depends on another: "the week the X expires", "whoever …", "the server that failed …"
+_BRIDGE = re.compile(
+    r"\b(whoever|whichever|whatever)\b"
+    r"|\bthe (day|date|week|month|year|night|morning|evening|time|shift)\s+(that|when|of the|on which|in which|"
+    r"(the|our|my|their|its|his|her)\b(?! (day|week|month|year)\b))"
+    r"|\b(the|a|our|my)\s+[\w-]+\s+(who|that|which|whose)\s+(?!(is|are|was|were|has|have|do|does)\b)[\w-]+",
+    re.IGNORECASE)
+# a calendar date written out: rows can be filtered by it
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}(st|nd|rd|th)? (january|february|march|april|may|june|july|"
+                   r"august|september|october|november|december)\b|\b(january|february|march|april|may|june|july|"
+                   r"august|september|october|november|december) \d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
 
 
 class Route(BaseModel):
     """What the objective needs, with why: the lookup, the query (its tables, a file to write) or a plan."""
 
-    kind: Literal["lookup", "query", "code", "plan"]
+    kind: Literal["lookup", "query", "code", "chain", "plan"]
     reason: str
     tables: list[TableMatch] = Field(default_factory=list)
     write: WriteRequest | None = None
@@ -75,8 +89,10 @@ def write_request(objective: str) -> WriteRequest | None:
     return WriteRequest(path=found.group(1)) if found else None
 
 
-def route(objective: str, grounding: Grounding) -> Route:
-    """Lookup, query or plan for `objective`, given what grounding found. Cheap, deterministic, explained."""
+def route(objective: str, grounding: Grounding, *, chain: bool = True) -> Route:
+    """Lookup, query, code, chain or plan for `objective`, given what grounding found. Cheap,
+    deterministic, explained. `chain=False` for a half of a chained question (never split twice),
+    and for a question that did not split."""
     text = " ".join(objective.split())
     several = text.count("?") > 1  # "What do X cost? Just the licences." is one question, made clearer
     write = write_request(text)
@@ -91,15 +107,22 @@ def route(objective: str, grounding: Grounding) -> Route:
     if write is not None and matched and not several:
         return Route(kind="query", reason=f"writes {write.path} from the rows of {_names(matched)}",
                      tables=matched, write=write)
+    question = text.endswith("?") or _QUESTION_START.match(text) is not None
+    bridge = _BRIDGE.search(text) if chain and question and write is None and not several else None
+    if bridge and (grounding.passages or matched) and not _EXPLAIN.match(text):
+        return Route(kind="chain", reason=f"one fact depends on another ({bridge.group(0)!r})", tables=matched)
     span = time_span(text, grounding.passages) if computed and write is None else None
-    stated = stated_count(text, grounding.passages) \
+    stated = stated_count(text, _prose(grounding)) \
         if computed and computed.group(0).lower() == "how many" and span is None else None
     if computed and matched and not several and stated is None and span is None:
         return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
                      tables=matched)
+    dated = _DATE.search(text)
+    if dated and question and not several and span is None and any(_has_dates(grounding, t) for t in matched):
+        return Route(kind="query", reason=f"filters the rows of {_names(matched)} by a date ({dated.group(0)!r})",
+                     tables=matched)
     # a join: two tables each named by the question (by name, or by two of its columns or categories)
     named = [t for t in matched if t.in_schema and (t.by_name or len(t.matched) >= 2)]
-    question = text.endswith("?") or _QUESTION_START.match(text) is not None
     if len(named) >= 2 and question and not several and span is None and not _EXPLAIN.match(text):
         return Route(kind="query", reason=f"joins facts of {_names(named)}: each is named by the question",
                      tables=named, rows_required=True)
@@ -118,6 +141,21 @@ def route(objective: str, grounding: Grounding) -> Route:
     if action:
         return Route(kind="plan", reason=f"asks for an action ({action.group(0)!r})")
     return Route(kind="plan", reason="not a question")
+
+
+def _prose(grounding: Grounding) -> list:
+    """The passages from files that are not tables: a count a log line or a row holds ("1 failed")
+    is a cell to count over, not the count a note states."""
+    catalog = grounding.tables
+    if catalog is None:
+        return grounding.passages
+    tabled = {path for path, entry in catalog.files.items() if entry.tables}
+    return [p for p in grounding.passages if p.path not in tabled]
+
+
+def _has_dates(grounding: Grounding, match: TableMatch) -> bool:
+    card = grounding.tables.tables.get(match.name) if grounding.tables is not None else None
+    return card is not None and match.in_schema and any(c.type in ("DATE", "TIMESTAMP") for c in card.columns)
 
 
 def _names(tables: list[TableMatch]) -> str:

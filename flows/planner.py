@@ -38,6 +38,7 @@ from foreman.cf_adapter.taskrun import run_task
 from foreman.engine.answer import GroundedAnswer, answer_from_passages, fast_path_report, style_for
 from foreman.engine.attachments import Attachments, prepare_attachments
 from foreman.engine.cf_runner import build_scope
+from foreman.engine.chain import ChainAnswer, answer_chained, chain_plan
 from foreman.engine.compute import CodeAnswer, answer_with_code, code_plan
 from foreman.engine.executor import ReplanRequest
 from foreman.engine.explain import ProgressArtifact, write_answer, write_attachments, write_query
@@ -268,6 +269,13 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
     decided = route_with_files(objective, grounding, attached) if grounding is not None and fresh else None
     if decided is not None:  # (a given plan runs as given)
         log.info("route: %s (%s)", decided.kind, decided.reason)
+    if grounding is not None and decided is not None and decided.kind == "chain":
+        chained = _chain_step(objective, grounding, policy, settings)
+        if chained is not None:
+            return _record_computed(objective, run_key, decided, chained, chain_plan(objective, decided, chained),
+                                    store, started, attached)
+        decided = route(objective, grounding, chain=False)
+        log.info("route: %s (%s; the question did not split in two)", decided.kind, decided.reason)
     if grounding is not None and decided is not None and decided.kind in ("query", "code"):
         step = _query_step if decided.kind == "query" else _code_step
         computed = step(objective, grounding, decided, policy, settings, env)
@@ -414,6 +422,29 @@ def _query_step(objective: str, grounding: Grounding, decided: Route, policy: Ru
     return query()
 
 
+def _chain_step(objective: str, grounding: Grounding, policy: RunPolicy, settings: Settings) -> ChainAnswer | None:
+    """Two facts chained, as a task run ("chain" in the UI): the split, then each half by its own
+    route, each half's passages found for it alone. None when the question did not split or a
+    half found nothing."""
+
+    def ground_half(question: str) -> Grounding:
+        return ground(question, policy, settings=settings, refresh=False).model_copy(
+            update={"tables": grounding.tables})
+
+    @task(name="chain", task_run_name="chain", cache_policy=NO_CACHE, persist_result=False)
+    def chain() -> ChainAnswer | None:
+        answered = answer_chained(objective, ground_half, build_chat_model(settings), style=style_for(settings))
+        if answered is None:
+            get_run_logger().info("the question did not split into two facts")
+            return None
+        for hop in answered.hops:
+            get_run_logger().info("hop (%s): %s -> %s", hop.route, hop.question, hop.value[:200])
+        return answered
+
+    publish(Progress(phase="answering", text="finding one fact, then the other", percent=50.0))
+    return chain()
+
+
 def _code_step(objective: str, grounding: Grounding, decided: Route, policy: RunPolicy, settings: Settings,
                env: ToolEnv) -> CodeAnswer | str:
     """The code route as a task run ("compute" in the UI): one script over the tables as CSV, run
@@ -464,7 +495,7 @@ def fallback_route(objective: str, grounding: Grounding, decided: Route, why: st
     return Route(kind=kind, reason=f"{decided.reason}; no query answered ({why[:200]}), so {kind}")
 
 
-def _record_computed(objective: str, run_key: str, decided: Route, answered: QueryAnswer | CodeAnswer, plan: Plan,
+def _record_computed(objective: str, run_key: str, decided: Route, answered: QueryAnswer | CodeAnswer | ChainAnswer, plan: Plan,
                      store: RunStore, started: float, attached: Attachments | None) -> Any:
     """A query- or code-route run recorded like any other: answer artifact, run store, result."""
     text = attached.with_notes(answered.text) if attached is not None else answered.text

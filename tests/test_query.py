@@ -385,3 +385,41 @@ def test_a_join_that_meets_no_row_goes_back_with_how_each_side_writes_its_values
                                  tables=["servers", "people"])
     assert "people.full_name: 'Ana Lopez', 'Ben Okafor'" in writer.prompts[1] and "servers.owner: " in writer.prompts[1]
     assert answered.answer == "555-0202" and answered.calls == 2
+
+
+def test_a_used_of_total_column_becomes_two_numbers_and_a_percentage(tmp_path: Path) -> None:
+    (tmp_path / "hosts.csv").write_text("host,disk used/total GB,owner\nnas,3710/4000,Ana\nweb,120/500,Ben\n")
+    card = sync_tables(tmp_path).tables["hosts"]
+    assert [(c.name, c.type) for c in card.columns] == [
+        ("host", "VARCHAR"), ("disk_used_gb", "BIGINT"), ("disk_total_gb", "BIGINT"), ("disk_used_pct", "DOUBLE"),
+        ("owner", "VARCHAR")]
+    result = run_query(sync_tables(tmp_path), "SELECT host FROM hosts WHERE disk_used_pct > 85", ["hosts"])
+    assert result.rows == [["nas"]] and result.sources == ["hosts.csv:2"]
+
+
+def test_a_log_status_word_is_its_level_and_a_bracketed_host_its_component(tmp_path: Path) -> None:
+    lines = []
+    for day in range(1, 4):
+        lines += [f"2026-11-0{day} 01:00:00 INFO   nightly run started",
+                  f"2026-11-0{day} 01:10:00 {'FAILED' if day == 2 else 'OK    '} [db01] "
+                  f"{'pg_dump: connection refused' if day == 2 else 'completed: 4.1G'}",
+                  f"2026-11-0{day} 01:20:00 OK     [web01] completed: 1.2G",
+                  f"2026-11-0{day} 01:21:00 INFO   summary: {'1' if day == 2 else '0'} failed"]
+    (tmp_path / "backup-2026-11.log").write_text("\n".join(lines) + "\n")
+    card = sync_tables(tmp_path).tables["backup_2026_11"]
+    columns = {c.name: c for c in card.columns}
+    assert columns["level"].values == ["FAILED", "INFO", "OK"]
+    assert {"db01", "web01"} <= set(columns["component"].values)
+    result = run_query(sync_tables(tmp_path), "SELECT day FROM backup_2026_11 WHERE level = 'FAILED' AND "
+                                               "component = 'db01'", ["backup_2026_11"])
+    assert result.rows == [["2026-11-02"]]
+    # "1 failed" in a log line is a cell to count over, not a count a note states: the question is a query
+    from foreman.engine.grounding import Grounding
+    from foreman.engine.routing import route
+    from foreman.tools.knowledge.search import Passage
+
+    passage = Passage(base="b", path="backup-2026-11.log", line_start=1, line_end=8, text="\n".join(lines[:8]),
+                      score=1.0, keyword_rank=1)
+    question = "How many nights did the db01 backup fail?"
+    decided = route(question, Grounding(query=question, passages=[passage], tables=sync_tables(tmp_path)))
+    assert decided.kind == "query", decided.reason

@@ -120,6 +120,56 @@ def _as_time(cells: list[Any]) -> Column | None:
     return None
 
 
+_PAIR = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*/\s*([-+]?\d+(?:\.\d+)?)\s*([A-Za-z%€$£]{0,4})\s*$")
+_UNIT_WORDS = {"gb", "mb", "tb", "kb", "gib", "mib", "tib", "eur", "usd", "gbp", "kg", "g", "l", "h", "min", "s",
+               "ms", "w", "kw", "kwh", "pct", "percent", "cores", "hours", "minutes", "days"}
+
+
+def split_pairs(headers: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """A column whose header is "A/B" and whose every cell is two numbers "a/b" ("disk used/total
+    GB": "3710/4000") becomes the numbers A and B, and, when a never exceeds b, `A_pct` (100·a/b):
+    no SQL a small model writes splits "3710/4000", and "more than 85% full" is then a filter."""
+    out_headers: list[str] = []
+    columns: list[list[Any]] = []
+    for index, header in enumerate(headers):
+        cells = [row[index] if index < len(row) else None for row in rows]
+        pairs = [_PAIR.match(str(c)) if c is not None and str(c).strip() else None for c in cells]
+        present = [c for c in cells if c is not None and str(c).strip()]
+        if "/" not in str(header) or not present or sum(p is not None for p in pairs) < len(present):
+            out_headers.append(header)
+            columns.append(cells)
+            continue
+        first, second = _pair_names(str(header))
+        a = [_num(p.group(1)) if p else None for p in pairs]
+        b = [_num(p.group(2)) if p else None for p in pairs]
+        out_headers += [first, second]
+        columns += [a, b]
+        if all(x is None or (y and 0 <= x <= y) for x, y in zip(a, b)):
+            out_headers.append(f"{first.removesuffix('_' + first.rsplit('_', 1)[-1]) if _unit(first) else first}_pct")
+            columns.append([None if x is None or not y else round(100 * x / y, 2) for x, y in zip(a, b)])
+    return out_headers, [list(row) for row in zip(*columns)] if columns else rows
+
+
+def _num(text: str) -> int | float:
+    return float(text) if "." in text else int(text)
+
+
+def _unit(name: str) -> bool:
+    return "_" in name and name.rsplit("_", 1)[-1] in _UNIT_WORDS
+
+
+def _pair_names(header: str) -> tuple[str, str]:
+    """ "disk_used/total_gb" -> disk_used_gb, disk_total_gb: each half gets the words only the other has
+    at the front (the thing measured) and the back (the unit)."""
+    left, _, right = header.partition("/")
+    a, b = snake(left).split("_"), snake(right).split("_")
+    if len(a) > 1 and a[0] not in b:
+        b = [*a[:-1], *b] if len(b) == 1 or b[-1] in _UNIT_WORDS and len(b) == 2 else [a[0], *b]
+    if len(b) > 1 and b[-1] in _UNIT_WORDS and a[-1] != b[-1]:
+        a = [*a, b[-1]]
+    return "_".join(a), "_".join(b)
+
+
 def snake(text: str) -> str:
     """`Monthly Cost (€)` -> `monthly_cost`; `owner.email` -> `owner_email`."""
     text = re.sub(r"\(.*?\)", " ", str(text))

@@ -283,7 +283,7 @@ _STAMP = re.compile(
 _KEY_VALUE = re.compile(r"\b([A-Za-z][\w.-]{0,30})=(\"[^\"]*\"|'[^']*'|[^\s,;]+)")
 
 
-_COMPONENT = re.compile(r"^([A-Za-z][\w.-]*?)(?:\[\d+\])?:?\s")
+_COMPONENT = re.compile(r"^(?:\[([\w.@-]+)\]|([A-Za-z][\w.-]*?)(?:\[\d+\])?:?)\s")
 
 
 def _components(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
@@ -291,15 +291,15 @@ def _components(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
     `sshd[42]:`, `backup`) when most messages open with one of a few names: a model then
     filters on a value it is shown instead of guessing words inside the message."""
     found = [_COMPONENT.match(row["message"]) for _, row in parsed]
-    names = {m.group(1) for m in found if m}
+    names = {m.group(1) or m.group(2) for m in found if m}
     if sum(m is not None for m in found) * 10 < len(parsed) * 8 or not 0 < len(names) <= max(12, len(parsed) // 20):
         return False
     for (_, row), match in zip(parsed, found):
-        row["component"] = match.group(1) if match else None
+        row["component"] = (match.group(1) or match.group(2)) if match else None
     return True
 
 
-_DETAIL = re.compile(r"^[A-Za-z][\w.-]*?(?:\[\d+\])?:?\s+([A-Za-z][\w.-]*)")
+_DETAIL = re.compile(r"^(?:\[[\w.@-]+\]|[A-Za-z][\w.-]*?(?:\[\d+\])?:?)\s+([A-Za-z][\w.-]*)")
 MAX_DETAILS = 16
 
 
@@ -315,6 +315,31 @@ def _details(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
     for (_, row), match in zip(parsed, found):
         row["detail"] = match.group(1).rstrip(".:") if match else None
     return True
+
+
+_STATUS = re.compile(r"^[\[(]?([A-Z]{2,9})[\])]?:?\s+(.*)$", re.DOTALL)
+MAX_STATUS_WORDS = 8
+_KNOWN_STATUS = {"OK", "FAIL", "FAILED", "FAILURE", "SUCCESS", "SUCCEEDED", "PASS", "PASSED", "DONE", "SKIP", "SKIPPED",
+                 "ABORT", "ABORTED", "TIMEOUT", "RETRY", "START", "STARTED", "STOP", "STOPPED", "UP", "DOWN"}
+
+
+def _status_words(parsed: list[tuple[int, dict[str, Any]]]) -> None:
+    """Many logs put their own status word where a level goes: `OK`, `FAILED`, `SKIPPED`. A
+    capitalised word right after the stamp of a line with no known level is its level when the
+    file has few such words, each a common status word or on two lines at least (not a one-off
+    acronym opening a message)."""
+    found = {i: _STATUS.match(row["message"]) for i, (_, row) in enumerate(parsed) if row["level"] is None}
+    counts: dict[str, int] = {}
+    for match in found.values():
+        if match:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    words = {w for w, n in counts.items() if n >= 2 or w in _KNOWN_STATUS}
+    if not words or len(counts) > MAX_STATUS_WORDS:
+        return
+    for i, match in found.items():
+        if match and match.group(1) in words:
+            parsed[i][1]["level"] = match.group(1)
+            parsed[i][1]["message"] = match.group(2).strip()
 
 
 def _mostly_log_lines(text: str) -> bool:
@@ -361,6 +386,7 @@ def _log(path: str, text: str) -> list[TableData] | NotATable:
             break
     if not parsed:
         return NotATable(path=path, reason="no timestamped lines")
+    _status_words(parsed)
     # keep the key=value columns at least a fifth of the lines carry
     counts: dict[str, int] = {}
     for _, row in parsed:

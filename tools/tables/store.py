@@ -36,12 +36,12 @@ from foreman.errors import ToolRefused
 from foreman.settings import Settings, get_settings
 from foreman.tools.knowledge.bases import workspace_base
 from foreman.tools.knowledge.walk import opened_root, read_confined, walk
-from foreman.tools.tables.columns import clean_name, typed_column
+from foreman.tools.tables.columns import clean_name, split_pairs, typed_column
 from foreman.tools.tables.shapes import NotATable, TableData, may_hold_tables, read_tables
 from foreman.tools.workspace import Workspace
 
 log = logging.getLogger("foreman.tables")
-SHAPES_VERSION = "9"  # bump when shapes/columns read files differently: every file is read again
+SHAPES_VERSION = "10"  # bump when shapes/columns read files differently: every file is read again
 MAX_TABLE_FILE_BYTES = 20_000_000
 SAMPLE_ROWS = 3
 FEW_VALUES = 12  # a text column with at most this many distinct values lists them on its card
@@ -269,8 +269,9 @@ def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]
     names: set[str] = {SOURCE}
     cards: list[ColumnCard] = []
     converted: list[list[Any]] = []
-    for index, header in enumerate(table.columns):
-        column = typed_column([row[index] if index < len(row) else None for row in table.rows])
+    headers, cells = split_pairs([str(h) for h in table.columns], table.rows)
+    for index, header in enumerate(headers):
+        column = typed_column([row[index] if index < len(row) else None for row in cells])
         card = ColumnCard(name=clean_name(str(header), names), type=column.sql_type, header=str(header),
                           unit=column.unit)
         if column.sql_type == "VARCHAR":
