@@ -227,6 +227,10 @@ def time_span(question: str, passages: list[Passage]) -> str | None:
     if not timed:
         return None
     path, first_line, clocks = timed[0]
+    marked = _marked_span(question, path, passages)
+    if marked is not None:
+        (a_line, start), (b_line, end) = marked
+        return _span_text(f"{path}:{a_line}" + (f" to :{b_line}" if b_line != a_line else ""), start, end)
     if len(clocks) >= 2:
         start, end, lines = clocks[0], clocks[-1], f"{path}:{first_line}"
     else:
@@ -235,9 +239,80 @@ def time_span(question: str, passages: list[Passage]) -> str | None:
             return None
         (a_line, a), (b_line, b) = sorted([(first_line, clocks[0]), (other[0], other[1][0])])
         start, end, lines = a, b, f"{path}:{a_line} to :{b_line}"
+    return _span_text(lines, start, end)
+
+
+def _span_text(lines: str, start: tuple[int, int], end: tuple[int, int]) -> str:
     minutes = (end[0] * 60 + end[1]) - (start[0] * 60 + start[1])
     if minutes < 0:
         minutes += 24 * 60  # past midnight
     hours = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
     return (f"{lines}: from {start[0]:02d}:{start[1]:02d} to {end[0]:02d}:{end[1]:02d} is {hours} "
             f"({minutes} minutes, computed by Foreman)")
+
+
+# words that open or close a span of time in a note's own telling
+_STARTS = re.compile(r"\b(start\w*|began|begun|begin\w*|went (down|off|offline|read-only)|first|report\w*|alert\w*|"
+                     r"noticed|paged|outage|lost|stopp\w*|broke|fail\w*|arriv\w*|opened)\b", re.IGNORECASE)
+_ENDS = re.compile(r"\b(resolv\w*|restor\w*|back (up|online|on)|again|ended|cleared|fixed|closed|recover\w*|"
+                   r"finish\w*|until|done|left|came back|reopen\w*|all clear|wrapped up)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\s+[—–]\s+")
+
+
+def _paragraphs(numbered: dict[int, str]) -> list[list[tuple[int, str]]]:
+    """Runs of consecutive non-blank lines, each line with its number."""
+    paragraphs: list[list[tuple[int, str]]] = [[]]
+    for number in sorted(numbered):
+        line = numbered[number].strip()
+        if not line or (paragraphs[-1] and number != paragraphs[-1][-1][0] + 1):
+            paragraphs.append([])
+        if line:
+            paragraphs[-1].append((number, line))
+    return [p for p in paragraphs if p]
+
+
+def _timed_clauses(paragraph: list[tuple[int, str]]) -> list[tuple[int, str, tuple[int, int]]]:
+    """(line, clause, clock time) for each time in the paragraph's clauses, lines joined first."""
+    text, starts = "", []
+    for number, line in paragraph:
+        starts.append((len(text), number))
+        text += line + " "
+    found, position = [], 0
+    for clause in _SENTENCE_END.split(text):
+        where = text.find(clause, position)
+        position = where + len(clause)
+        line = max(n for offset, n in starts if offset <= max(where, 0))
+        found += [(line, clause, (int(h), int(m))) for h, m in _CLOCK.findall(clause)]
+    return found
+
+
+def _marked_span(question: str, path: str, passages: list[Passage]
+                 ) -> tuple[tuple[int, tuple[int, int]], tuple[int, tuple[int, int]]] | None:
+    """Start and end of a span a note tells in sentences ("… went read-only at 23:40 on the 17th.
+    Lena paged me at 23:52. … I called it resolved at 01:15"): each clock time belongs to the
+    clause around it; the start is the clause that best matches the question among those with a
+    start word, the end likewise among those with an end word. Lines are joined first, since a
+    sentence often wraps between its words and its time. None when either is missing."""
+    numbered: dict[int, str] = {}
+    for passage in passages:
+        if passage.path == path and passage.page is None:
+            for offset, line in enumerate(passage.text.splitlines()):
+                numbered.setdefault(passage.line_start + offset, line)
+    if not numbered:
+        return None
+    wanted = {stem(w) for w in words(question)}
+    clauses = [c for paragraph in _paragraphs(numbered) for c in _timed_clauses(paragraph)]
+    if len(clauses) < 2:
+        return None
+
+    def best(marker: re.Pattern[str], after: int = -1) -> tuple[int, tuple[int, int]] | None:
+        scored = [(len({stem(w) for w in words(c)} & wanted), -i, (line, time))
+                  for i, (line, c, time) in enumerate(clauses) if i > after and marker.search(c)]
+        return max(scored)[2] if scored else None
+
+    start = best(_STARTS)
+    if start is None:
+        return None
+    start_index = next(i for i, (line, _, time) in enumerate(clauses) if (line, time) == start)
+    end = best(_ENDS, after=start_index)
+    return (start, end) if end is not None else None

@@ -320,6 +320,14 @@ def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -
     assert "from 14:02 to 14:09 is 7 min" in (time_span("How long was the link down?", syslog) or "")
     decided = route(question, Grounding(query=question, passages=passages))
     assert decided.kind == "lookup" and "began and ended" in decided.reason
+    # a note told in sentences: the time wraps onto the next line, and other times fall between
+    told = ("# Disk full\n\nThe share went read-only for users at 23:40\non the 17th. Ana paged me at 23:52 since it is "
+            "my box.\nI cleared the caches, and the share was writable again; I called it resolved at\n01:15 on "
+            "the 18th.\n")
+    wrapped = [Passage(base="b", path="notes/disk.md", line_start=1, line_end=6, text=told, score=1.0,
+                       keyword_rank=1)]
+    assert "from 23:40 to 01:15 is 1 h 35 min (95 minutes" in (
+        time_span("How many minutes was the share read-only?", wrapped) or "")
     # asked in minutes, the answer carries Python's minute count however the model put it
     from foreman.engine.answer import in_minutes_asked
     assert in_minutes_asked("It lasted 2 hours 45 minutes.", "How many minutes was it down?", span).endswith(
