@@ -236,13 +236,31 @@ _RELATIVE = re.compile(r"\b(today|now|current(ly)?|next|last|this (week|month|ye
                        r"overdue|soon|already|still|left|remaining|expired?|due)\b", re.IGNORECASE)
 
 
+# Two worked examples on invented tables (no one's data): how a filter uses the values a column
+# is shown with, how "on how many days" counts days, how "which" returns the naming column.
+_EXAMPLES = [
+    ("CREATE TABLE jobs (  -- 90 rows, from logs/jobs.log\n  ts TIMESTAMP,\n  day DATE,\n"
+     "  level VARCHAR,  -- values: 'ERROR', 'INFO', 'OK'\n  component VARCHAR,  -- values: 'mailer', 'sync'\n"
+     "  message VARCHAR\n);",
+     "On how many days did the mailer fail?",
+     "SELECT COUNT(DISTINCT day) FROM jobs WHERE component = 'mailer' AND level = 'ERROR'"),
+    ("CREATE TABLE parts (  -- 40 rows, from parts.csv\n  name VARCHAR,\n  price_eur DOUBLE,  -- in EUR\n"
+     "  supplier VARCHAR  -- values: 'Acme Ltd', 'Bolt & Co'\n);",
+     "Which of the Acme parts cost more than 20 euro?",
+     "SELECT name, price_eur FROM parts WHERE supplier ILIKE '%acme%' AND price_eur > 20"),
+]
+
+
 def query_prompt(question: str, cards: list[TableCard], today: date | None = None) -> list:
-    """The tables, then the question. Today's date only when the question is relative to it:
-    given it always, the 1.5B put it in filters of questions about a fixed month."""
+    """The worked examples, the tables, then the question. Today's date only when the question is
+    relative to it: given it always, the 1.5B put it in filters of questions about a fixed month."""
     tables = "\n\n".join(schema(c) for c in cards)
     when = f"-- Today is {(today or date.today()).isoformat()} (CURRENT_DATE).\n" if _RELATIVE.search(question) else ""
-    return [SystemMessage(content=SYSTEM),
-            HumanMessage(content=f"{tables}\n\n{when}-- Question: {question}\n-- One SELECT that answers it:")]
+    messages: list = [SystemMessage(content=SYSTEM)]
+    for table, asked, sql in _EXAMPLES:
+        messages += [HumanMessage(content=f"{table}\n\n-- Question: {asked}\n-- One SELECT that answers it:"),
+                     AIMessage(content=f"```sql\n{sql}\n```")]
+    return [*messages, HumanMessage(content=f"{tables}\n\n{when}-- Question: {question}\n-- One SELECT that answers it:")]
 
 
 def extract_sql(reply: str) -> str:

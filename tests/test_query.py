@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn
+from foreman.engine.query import _EXAMPLES as EXAMPLES
 from foreman.engine.query import WriteRequest, answer_with_query, pick_tables
 from foreman.errors import QueryFailed, QueryRefused, ToolRefused
 from foreman.tools.files import write_file
@@ -67,7 +68,8 @@ class Writer:
         self.model = ScriptedChatModel(responder=self.respond)
 
     def respond(self, turn: Turn) -> ScriptedReply:
-        self.prompts.append("\n".join(str(m.content) for m in turn.messages))
+        # what this question was shown: everything after the fixed worked examples
+        self.prompts.append("\n".join(str(m.content) for m in turn.messages[1 + 2 * len(EXAMPLES):]))
         return ScriptedReply(content=f"```sql\n{self.queries.pop(0)}\n```")
 
 
