@@ -132,7 +132,9 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
         | set(c.keys),
         1.0: {stem(t) for t in c.terms} | _stems(str(PurePath(c.path).parent)),
         0.5: _time_words(c)} for c in cards}
-    hits = {c.name: {weight: {w for w in wanted if _meets(w, found)} for weight, found in fields[c.name].items()}
+    hits = {c.name: {weight: {w for w in wanted if _meets(w, found)
+                              or (weight == 2.0 and _abbreviates(w, _short_names(c)))}
+                     for weight, found in fields[c.name].items()}
             for c in cards}
     df = {w: sum(any(w in found for found in hits[c.name].values()) for c in cards) for w in wanted}
     idf = {w: math.log(1 + len(cards) / df[w]) for w in wanted if df[w]}
@@ -190,6 +192,16 @@ def _meets(word: str, stems: set[str]) -> bool:
         return True
     return len(word) >= 4 and any(len(s) >= 4 and _shared(word, s) >= max(4, min(len(word), len(s)) - 1)
                                   for s in stems)
+
+
+def _short_names(card: TableCard) -> set[str]:
+    """Three-letter words of column names: the abbreviations people name columns with (mem, qty, amt)."""
+    return {part for c in card.columns for part in c.name.split("_") if len(part) == 3 and part.isalpha()}
+
+
+def _abbreviates(word: str, shorts: set[str]) -> bool:
+    """A short column word starts the question's word: `mem_gb` for "memory", `qty` for "quantity"."""
+    return len(word) >= 5 and any(word.startswith(s) for s in shorts)
 
 
 def _shared(a: str, b: str) -> int:
