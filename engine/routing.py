@@ -122,7 +122,7 @@ def route(objective: str, grounding: Grounding, *, chain: bool = True) -> Route:
         return Route(kind="query", reason=f"filters the rows of {_names(matched)} by a date ({dated.group(0)!r})",
                      tables=matched)
     # a join: two tables each named by the question (by name, or by two of its columns or categories)
-    named = [t for t in matched if t.in_schema and (t.by_name or len(t.matched) >= 2)]
+    named = [t for t in matched if t.in_schema and (t.by_name or len(t.matched) >= 2) and not t.tied]
     if len(named) >= 2 and question and not several and span is None and not _EXPLAIN.match(text):
         return Route(kind="query", reason=f"joins facts of {_names(named)}: each is named by the question",
                      tables=named, rows_required=True)
