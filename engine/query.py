@@ -54,7 +54,7 @@ SYSTEM = (
     "return the columns the question asks about, and for 'which' or 'who' questions also the column that names "
     "each row; use COUNT(*) to count, SUM to total, AVG for an average; subtracting two dates gives days; "
     "two TIME or TIMESTAMP values subtract to an interval; dayname(d) is the weekday ('Saturday'), "
-    "EXTRACT(month FROM d) the month number, d BETWEEN DATE '2026-11-09' AND DATE '2026-11-15' a date range. "
+    "EXTRACT(month FROM d) the month number, d BETWEEN DATE '<first day>' AND DATE '<last day>' a date range. "
     "Reply with the SQL only, in a ```sql block."
 )
 

@@ -433,3 +433,15 @@ def test_a_log_status_word_is_its_level_and_a_bracketed_host_its_component(tmp_p
     question = "How many nights did the db01 backup fail?"
     decided = route(question, Grounding(query=question, passages=[passage], tables=sync_tables(tmp_path)))
     assert decided.kind == "query", decided.reason
+
+
+def test_a_filter_on_a_value_only_another_category_column_holds_is_relinked_before_it_runs(tmp_path: Path) -> None:
+    (tmp_path / "jobs.log").write_text("".join(
+        f"2026-11-0{d} 01:00:00 {'FAILED' if d % 2 else 'OK'} [{host}] {'run' if d % 2 else 'done'}\n"
+        for d in range(1, 7) for host in ("db01", "web01")))
+    catalog = sync_tables(tmp_path)
+    result = run_query(catalog, "SELECT COUNT(*) FROM jobs WHERE component = 'db01' AND detail = 'failed'", ["jobs"])
+    assert "level = 'FAILED'" in result.sql and result.rows == [[3]]
+    assert run_query(catalog, "SELECT COUNT(*) FROM jobs WHERE level = 'ok'", ["jobs"]).rows == [[6]]
+    # a value no column holds is left as written (the retry shows the values there are)
+    assert run_query(catalog, "SELECT COUNT(*) FROM jobs WHERE level = 'timeout'", ["jobs"]).rows == [[0]]

@@ -168,14 +168,56 @@ def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCa
 
 
 def _mended(query: exp.Query, catalog: TableCatalog, tables: list[str]) -> exp.Query:
-    """A text operator (LIKE, ILIKE) on a typed column compares the column's text: a small model
-    writes `day LIKE '2026-11-%'` for a DATE, which DuckDB refuses."""
+    """What a small model gets wrong in a way only one reading can fix, fixed before it runs (the
+    SQL shown is the fixed one):
+
+    - a text operator (LIKE, ILIKE) on a typed column compares the column's text: it writes
+      `day LIKE '2026-11-%'` for a DATE, which DuckDB refuses;
+    - `col = 'value'` where `col` is a category column that never holds that value, but exactly
+      one other category column of the table does (`detail = 'failed'` when `level` holds
+      'FAILED'), or the column holds it in another case or inflection: the filter meant that value."""
     typed = {c.name.lower() for n in tables for c in catalog.tables[n].columns if c.type != "VARCHAR"}
     for node in list(query.find_all(exp.Like, exp.ILike)):
         left = node.this
         if isinstance(left, exp.Column) and left.name.lower() in typed:
             left.replace(exp.cast(left.copy(), "VARCHAR"))
+    for node in list(query.find_all(exp.EQ, exp.NEQ)):
+        column, literal = node.this, node.expression
+        if isinstance(column, exp.Column) and isinstance(literal, exp.Literal) and literal.is_string:
+            _relink(column, literal, catalog, tables)
     return query
+
+
+def _relink(column: exp.Column, literal: exp.Literal, catalog: TableCatalog, tables: list[str]) -> None:
+    owners = [catalog.tables[n] for n in tables if (not column.table or column.table.lower() == n.lower())
+              and any(c.name.lower() == column.name.lower() for c in catalog.tables[n].columns)]
+    if len(owners) != 1:
+        return
+    card = owners[0]
+    categories = {c.name: c.values for c in card.columns if c.type == "VARCHAR" and c.values}
+    own = categories.get(next(c.name for c in card.columns if c.name.lower() == column.name.lower()))
+    if own is None or literal.this in own:
+        return
+    wanted = _word_form(literal.this)
+    same = [v for v in own if _word_form(v) == wanted]
+    if len(same) == 1:
+        literal.replace(exp.Literal.string(same[0]))
+        return
+    elsewhere = [(name, v) for name, values in categories.items() for v in values
+                 if name.lower() != column.name.lower() and _word_form(v) == wanted]
+    if len(elsewhere) == 1:
+        name, value = elsewhere[0]
+        column.set("this", exp.to_identifier(name))
+        literal.replace(exp.Literal.string(value))
+
+
+def _word_form(value: str) -> str:
+    """'FAILED', 'failed', 'fails' and 'fail' are one word here."""
+    word = value.strip().lower()
+    for ending in ("ed", "es", "s"):
+        if len(word) > len(ending) + 2 and word.endswith(ending):
+            return word[: -len(ending)]
+    return word
 
 
 class _sandbox:
