@@ -124,12 +124,24 @@ def new_words(answer: str, question: str) -> str:
                 runs.append([])
             continue
         runs[-1].append(clean)
-    named = [[t for t in run if _ENTITY.match(t)] for run in runs]
-    chosen = [run for run in named if run] or [run for run in runs if run]
-    return ", ".join(" ".join(run) for run in chosen) if chosen else answer
+    kind = _ANSWER_KIND.get(next((w for w in re.findall(r"[a-z]+", question.lower()) if w in _ANSWER_KIND), ""))
+    for pattern in ([kind] if kind is not None else []) + [_ENTITY]:
+        picked = [[t for t in run if pattern.match(t)] for run in runs]
+        chosen = [run for run in picked if run]
+        if chosen:
+            return ", ".join(" ".join(run) for run in chosen)
+    return ", ".join(" ".join(run) for run in runs if run) or answer
 
 
 _ENTITY = re.compile(r"^([A-Z]|[€$£+]?\d)")
+_NAME = re.compile(r"^[A-Z][^\d]*$")
+_WHEN = re.compile(r"^(\d{4}-\d{2}-\d{2}|\d{1,2}(st|nd|rd|th)?|\d{4}|January|February|March|April|May|June|July|August|"
+                   r"September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|"
+                   r"Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)$")
+_AMOUNT = re.compile(r"^[€$£+-]?\d")
+# what the question word asks for: a name, a date, an amount (the first such word in the question)
+_ANSWER_KIND = {"who": _NAME, "whom": _NAME, "whose": _NAME, "when": _WHEN, "date": _WHEN, "day": _WHEN,
+                "week": _WHEN, "month": _WHEN, "year": _WHEN, "many": _AMOUNT, "much": _AMOUNT}
 
 
 def hop_value(answered: QueryAnswer | GroundedAnswer, question: str) -> str:

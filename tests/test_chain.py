@@ -110,3 +110,7 @@ def test_the_value_handed_on_is_what_the_answer_adds_to_the_question() -> None:
         "2026-12-17"
     assert new_words("Wren Ito led it.", "Who led the storage outage?") == "Wren Ito"
     assert new_words("It was on 3 March 2026.", "On which date was the flood?") == "3 March 2026"
+    # the question word says what kind of value is wanted: a name for "who", a date for "when"
+    assert new_words("Maya led the response at 15:40.", "Who led the response to the outage?") == "Maya"
+    assert new_words("It expires on 2026-12-17, as Ana said at 10:00.", "When does the VPN certificate expire?") == \
+        "2026-12-17"
