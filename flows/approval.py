@@ -178,11 +178,12 @@ class TerminalApprover:
         import getpass
 
         import typer
-        from rich.console import Console
         from rich.markdown import Markdown
 
+        from foreman.terminal import SafeConsole
+
         publish(Progress(phase="asking", text=f"step {sub.id} waits for your decision here"))
-        Console(stderr=True).print(Markdown(approval_request(sub, inputs, limit=None)))  # whole: it scrolls
+        SafeConsole(stderr=True).print(Markdown(approval_request(sub, inputs, limit=None)))  # whole: it scrolls
         try:
             choice = typer.prompt("Decision (approve/reject)", value_proc=_decision, err=True)
             comment = typer.prompt("Comment", default="", show_default=False, err=True)

@@ -98,3 +98,30 @@ def test_an_agent_step_with_write_access_cannot_rewrite_the_script_a_later_step_
     result = state.result(raise_on_failure=False)
     assert getattr(result, "statuses", {}).get("run") == "COMPLETED", result
     assert "run by a script step of this run" in "\n".join(str(m.content) for m in turns[-1].messages)
+
+
+# --- terminal escapes from notes and stored content ----------------------------------------
+
+
+def test_what_the_cli_prints_carries_no_escape_sequence_from_the_content() -> None:
+    import io
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from foreman.terminal import SafeConsole
+
+    hostile = "ok\x1b[2J\x1b]0;pwned\x07 fake\rnotice\x9b31m"
+    out = io.StringIO()
+    console = SafeConsole(file=out, force_terminal=True, color_system="standard", width=200)
+    console.print(Text.assemble(("answer: ", "bold"), hostile))
+    table = Table("fact")
+    table.add_row(hostile)
+    console.print(table)
+    console.print(hostile, markup=False, highlight=False)
+    printed = out.getvalue()
+    import re
+
+    assert "\x1b" not in re.sub(r"\x1b\[[0-9;]*m", "", printed), "only Rich's own styling escapes remain"
+    assert "\x07" not in printed and "\r" not in printed and "\x9b" not in printed
+    assert printed.count("ok␛[2J␛]0;pwned") == 3, "the content is shown, as signs"

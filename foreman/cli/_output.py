@@ -19,14 +19,14 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
 from foreman.errors import ConfigurationError, ForemanError, exit_code
+from foreman.terminal import SafeConsole, terminal_safe  # noqa: F401  (terminal_safe: for callers)
 
-console = Console()
-errors_console = Console(stderr=True)
+console = SafeConsole()
+errors_console = SafeConsole(stderr=True)
 REFUSED = 2  # exit code: refused before anything ran
 PASS_THROUGH = (typer.Exit, typer.Abort, typer.BadParameter)  # the CLI's own ways out, not errors
 _debug = {"on": False}

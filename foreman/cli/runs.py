@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -25,6 +24,7 @@ from foreman.cli._output import (
 )
 from foreman.cli.options import APPROVE_HERE, approve_in, show_model
 from foreman.engine.records import RunStatus
+from foreman.terminal import SafeConsole
 
 JSON = typer.Option("--json", help="Print the whole result as JSON on stdout, nothing else there.")
 
@@ -110,7 +110,7 @@ def plan(
     from foreman.engine.explain import mermaid
     from foreman.flows.planner import plan_objective
 
-    out = Console(stderr=True) if as_json or as_mermaid else console
+    out = SafeConsole(stderr=True) if as_json or as_mermaid else console
     with preflight():
         check_model()
         if file:
