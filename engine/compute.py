@@ -72,6 +72,35 @@ def card_as_file(card: TableCard) -> str:
     return "\n".join(lines)
 
 
+_EXAMPLE_TABLE = """orders = load('orders')  # 120 rows, from sales/orders.csv
+  columns:
+    day: datetime.date
+    shop: str; values: north, south
+    amount: float in EUR
+    items: int
+  first rows:
+    day=2026-03-01, shop=north, amount=182.5, items=14"""
+_EXAMPLE_QUESTION = "Use Python to find the March day with the most takings over both shops, and the average per item."
+_EXAMPLE_SCRIPT = """from collections import defaultdict
+orders = load('orders')
+march = [r for r in orders if r['day'] is not None and r['day'].month == 3]
+by_day = defaultdict(float)
+for r in march:
+    by_day[r['day']] += r['amount'] or 0
+best = max(by_day, key=by_day.get)
+print(f"{best.isoformat()}: {by_day[best]:.2f} EUR")
+items = sum(r['items'] or 0 for r in march)
+print(f"average per item: {sum(r['amount'] or 0 for r in march) / items:.2f} EUR")"""
+
+
+def _worked_example(start: str) -> list[Any]:
+    """One question and its script on an invented table (no one's data): a filter by month, a
+    total per group, a weighted average, the values printed with what they are."""
+    return [HumanMessage(content=f"The tables:\n\n{_EXAMPLE_TABLE}\n\nQuestion: {_EXAMPLE_QUESTION}\n"
+                                 f"The script, starting with:\n```python\n{start}\n```"),
+            AIMessage(content=f"```python\n{start}\n{_EXAMPLE_SCRIPT}\n```")]
+
+
 def extract_code(reply: str) -> str:
     found = _PY_BLOCK.search(reply)
     return (found.group(1) if found else reply).strip()
@@ -88,7 +117,7 @@ def answer_with_code(question: str, catalog: TableCatalog, model: BaseChatModel,
         raise QueryFailed("no table in the workspace matches the question")
     files = "\n\n".join(card_as_file(catalog.tables[n]) for n in names)
     start = f"import sys\nsys.path.insert(0, {tables_folder!r})\nfrom {LOADER.removesuffix('.py')} import load"
-    messages: list[Any] = [SystemMessage(content=SYSTEM), HumanMessage(content=(
+    messages: list[Any] = [SystemMessage(content=SYSTEM), *_worked_example(start), HumanMessage(content=(
         f"The tables:\n\n{files}\n\nQuestion: {question}\n"
         f"The script, starting with:\n```python\n{start}\n```"))]
     errors: list[str] = []
