@@ -249,6 +249,8 @@ def schema(card: TableCard, sample_rows: int = 3) -> str:
             notes.append(f"in {column.unit}")
         if column.type == "DATE" and re.search(r"week", column.name):
             notes.append(f"the week from {column.name} to {column.name} + 6")
+        if column.span:
+            notes.append(f"from {column.span}")
         if column.values:
             notes.append("values: " + ", ".join(f"'{v}'" for v in column.values))
         elif column.shapes:

@@ -38,7 +38,7 @@ _ACTION = re.compile(
 _REQUEST = re.compile(r"^(please\b|(can|could|would|will) you\b)", re.IGNORECASE)
 # Asking for a computed step: an aggregate, a filter by a bound, an order, a span of time.
 _COMPUTED = re.compile(
-    r"\b(how many|how much|count|(?<=the |. a )number of|^number of|total|sum|add(s|ed)? up|altogether|average|mean|median|"
+    r"\b(how many|how much|count|(?<=the |. a )number of|^number of|total|sum|add(s|ed)? up|altogether|combined|average|mean|median|"
     r"percent(age)?|more than|less than|fewer than|greater than|at least|at most|"
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
     r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|before|after|per|each|every|"

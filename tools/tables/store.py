@@ -41,7 +41,7 @@ from foreman.tools.tables.shapes import NotATable, TableData, may_hold_tables, r
 from foreman.tools.workspace import Workspace
 
 log = logging.getLogger("foreman.tables")
-SHAPES_VERSION = "10"  # bump when shapes/columns read files differently: every file is read again
+SHAPES_VERSION = "11"  # bump when shapes/columns read files differently: every file is read again
 MAX_TABLE_FILE_BYTES = 20_000_000
 SAMPLE_ROWS = 3
 FEW_VALUES = 12  # a text column with at most this many distinct values lists them on its card
@@ -58,6 +58,8 @@ class ColumnCard(BaseModel):
     values: list[str] | None = Field(default=None, description="every value, when a text column has few")
     shapes: list[str] | None = Field(default=None, description="the forms a text column's many values take, "
                                                                "numbers as <n>, commonest first ('sensor rack-2 <n> ok')")
+    span: str | None = Field(default=None, description="a date column's first and last value ('2026-11-01 to "
+                                                       "2026-11-30'): a month is a range, not its first day")
 
 
 class TableCard(BaseModel):
@@ -194,6 +196,10 @@ def _families(catalog: TableCatalog, taken: set[str]) -> None:
                 if column.type == "VARCHAR":
                     found = db.execute(f'SELECT "{column.name}" FROM read_parquet({files!r})').fetchall()
                     _describe(column, [row[0] for row in found])
+                elif column.span:
+                    spans = [m_col.span.split(" to ") for m in members for m_col in m.columns
+                             if m_col.name == column.name and m_col.span]
+                    column.span = f"{min(a for a, _ in spans)} to {max(b for _, b in spans)}"
         catalog.tables[name] = TableCard(
             name=name, path=str(Path(key).parent / Path(key).name.replace("#", "*")), label=label, kind=first.kind,
             columns=columns, rows=sum(m.rows for m in members), sample=first.sample,
@@ -276,6 +282,9 @@ def _write_table(table: TableData, home: Path, fingerprint: str, taken: set[str]
                           unit=column.unit)
         if column.sql_type == "VARCHAR":
             _describe(card, column.values)
+        elif column.sql_type in ("DATE", "TIMESTAMP") and any(v is not None for v in column.values):
+            present = [v for v in column.values if v is not None]
+            card.span = f"{min(present).isoformat()} to {max(present).isoformat()}"
         cards.append(card)
         converted.append(column.values)
     file = f"{name}-{fingerprint.rsplit(':', 1)[-1][:16]}.parquet"
