@@ -18,9 +18,11 @@ notification sent twice). Only the model call is repeated; the step's history st
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
@@ -164,6 +166,18 @@ def _local_label(settings: Settings) -> str:
         return f"(the model selection is unreadable: {exc})"
 
 
+def redacted_url(url: str) -> str:
+    """`url` as it may be printed or logged: a password in it (`https://user:secret@host`) and
+    secret-looking query values (`?api_key=…`, `token=…`) become `***`."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = re.sub(r"(?i)\b((?:api[_-]?)?key|token|secret|password|passwd|auth\w*|sig\w*)=([^&]+)", r"\1=***",
+                   parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def describe_model(settings: Settings) -> str:
     """One line for every run: which model, and how to switch."""
     choice = parse_model(settings.model)
@@ -177,7 +191,7 @@ def describe_model(settings: Settings) -> str:
     where = {
         "openai": "api.openai.com",
         "anthropic": "api.anthropic.com",
-        "ollama": settings.ollama_base_url,
-        "openai-compatible": settings.base_url or "(FOREMAN_BASE_URL unset)",
+        "ollama": redacted_url(settings.ollama_base_url),
+        "openai-compatible": redacted_url(settings.base_url) if settings.base_url else "(FOREMAN_BASE_URL unset)",
     }[choice.provider]
     return f"model: {choice.provider}/{choice.name} at {where}. Switch with FOREMAN_MODEL=local for the embedded model"

@@ -125,3 +125,16 @@ def test_what_the_cli_prints_carries_no_escape_sequence_from_the_content() -> No
     assert "\x1b" not in re.sub(r"\x1b\[[0-9;]*m", "", printed), "only Rich's own styling escapes remain"
     assert "\x07" not in printed and "\r" not in printed and "\x9b" not in printed
     assert printed.count("ok␛[2J␛]0;pwned") == 3, "the content is shown, as signs"
+
+
+# --- secrets in settings are never printed -----------------------------------------------------
+
+
+def test_a_password_in_the_model_url_is_not_printed_or_logged() -> None:
+    from foreman.agents.models import describe_model
+    from foreman.settings import Settings
+
+    settings = Settings(model="openai-compatible/qwen", base_url="http://sam:hunter2@llm.lan:8080/v1?api_key=abc123")
+    line = describe_model(settings)
+    assert "hunter2" not in line and "abc123" not in line
+    assert "http://sam:***@llm.lan:8080/v1?api_key=***" in line
