@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from foreman.engine.answer import GroundedAnswer, answer_from_passages
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
-from foreman.engine.query import QueryAnswer, answer_with_query
+from foreman.engine.query import QueryAnswer, answer_with_query, pick_tables
 from foreman.engine.routing import route
 from foreman.errors import QueryFailed
 from foreman.tools.text import STOP_WORDS, stem
@@ -162,6 +162,11 @@ def answer_hop(question: str, ground: Ground, model: BaseChatModel, style: str) 
     grounding = ground(question)
     decided = route(question, grounding, chain=False)
     answered: QueryAnswer | GroundedAnswer | None = None
+    # a half names one fact: where a table the question names holds it, its row is the answer
+    named = [t for t in pick_tables(question, grounding.tables) if t.in_schema] \
+        if decided.kind == "lookup" and grounding.tables is not None else []
+    if named:
+        decided = decided.model_copy(update={"kind": "query", "tables": named, "rows_required": True})
     if decided.kind == "query" and decided.write is None and grounding.tables is not None:
         try:
             answered = answer_with_query(question, grounding.tables, model, tables=[t.name for t in decided.tables],

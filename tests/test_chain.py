@@ -66,8 +66,9 @@ def test_a_date_from_one_table_picks_the_row_of_another(folder: Path) -> None:
 
     model = Scripted(
         "FIRST: When does the api.example.org certificate expire?\nTHEN: Who is primary on call the week of [FIRST]?",
-        ["SELECT primary_ FROM oncall WHERE DATE '2026-12-17' BETWEEN week_starting AND week_starting + 6"],
-        ["The api.example.org certificate expires on 2026-12-17."])
+        ["SELECT expires FROM certificates WHERE domain = 'api.example.org'",
+         "SELECT primary_ FROM oncall WHERE DATE '2026-12-17' BETWEEN week_starting AND week_starting + 6"],
+        [])
     with use_model(model.model):
         result = plan_and_run("Who is primary on call the week the api.example.org certificate expires?",
                               workspace=str(folder))
@@ -75,7 +76,7 @@ def test_a_date_from_one_table_picks_the_row_of_another(folder: Path) -> None:
     assert result.answer.startswith("Kai"), result.answer
     second_query = next(p for p in model.prompts if "the week of 2026-12-17" in p)
     assert "CREATE TABLE oncall" in second_query, "the value found first is in the second question"
-    assert any(s.startswith("certificates.json") for s in result.sources) and "oncall.md:6" in result.sources
+    assert "certificates.json:2" in result.sources and "oncall.md:6" in result.sources
     assert result.llm_calls == 3 and result.statuses == {"chain": "COMPLETED"}
 
 
@@ -84,7 +85,8 @@ def test_a_name_from_the_notes_is_looked_up_in_a_table(folder: Path) -> None:
     from foreman.flows.planner import plan_and_run
 
     model = Scripted("FIRST: Who led the storage outage?\nTHEN: What is the phone number of [FIRST]?",
-                     [], ["The storage outage was led by Wren Ito.", "Wren Ito's phone number is +44 20 5550 0303."])
+                     ["SELECT name, phone FROM people WHERE name = 'Wren'"] * 2,  # no row, twice: the notes answer
+                     ["The storage outage was led by Wren Ito.", "Wren Ito's phone number is +44 20 5550 0303."])
     with use_model(model.model):
         result = plan_and_run("What is the phone number of the person who led the storage outage?",
                               workspace=str(folder))

@@ -137,6 +137,7 @@ def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCa
         if len(sides) == 2:
             notes.append("the two sides of " + node.sql("duckdb")[:80] + " hold values written differently? "
                          + "; ".join(sides) + " (ILIKE '%' || a || '%' matches a part)")
+    notes += _no_such_date(db, query, catalog, tables, time_limit_s)
     for node in query.find_all(exp.EQ, exp.Like, exp.ILike):
         column, literal = node.this, node.expression
         if not isinstance(column, exp.Column) or not isinstance(literal, exp.Literal) or not literal.is_string:
@@ -164,6 +165,31 @@ def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCa
             near = [str(r[0])[:80] for r in common]
         notes.append(f"no {name} in {table} is {'like' if pattern != value or '%' in value else ''} '{value}'; "
                      f"values it has: " + "; ".join(f"'{v}'" for v in near[:6]))
+    return notes
+
+
+def _no_such_date(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCatalog, tables: list[str],
+                  time_limit_s: float) -> list[str]:
+    """`week_starting = '2026-11-24'` meets no row when the rows hold the Monday of each week: the
+    dates on either side of it, so the retry can use a range."""
+    dated = {c.name.lower(): n for n in tables for c in catalog.tables[n].columns if c.type in ("DATE", "TIMESTAMP")}
+    notes = []
+    for node in query.find_all(exp.EQ):
+        column, value = node.this, node.expression
+        table = dated.get(column.name.lower()) if isinstance(column, exp.Column) else None
+        if table is None or value.find(exp.Column) is not None:
+            continue
+        when = value.sql("duckdb")
+        try:
+            _, found = _execute(db, f"SELECT (SELECT max({column.name}) FROM {table} WHERE {column.name} < {when}), "
+                                    f"(SELECT min({column.name}) FROM {table} WHERE {column.name} > {when}), "
+                                    f"(SELECT count(*) FROM {table} WHERE {column.name} = {when})", time_limit_s)
+        except QueryFailed:
+            continue
+        before, after, hits = found[0]
+        if not hits and (before or after):
+            notes.append(f"no {column.name} in {table} is {when}; the nearest are {_plain(before)} (before) and "
+                         f"{_plain(after)} (after): a range (BETWEEN, or <= and >) meets the row that covers it")
     return notes
 
 
