@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS node_outcomes (
     error TEXT, at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS node_outcomes_agent ON node_outcomes (agent, at);
+CREATE TABLE IF NOT EXISTS run_owners (run_key TEXT PRIMARY KEY, owner TEXT NOT NULL);
 """
 
 WORD = re.compile(r"[a-z0-9]+")
@@ -168,11 +169,20 @@ class RunStore(SqliteStore):
             )
         return stats
 
-    def similar_runs(self, objective: str, limit: int = 3) -> list[PastRun]:
-        """Past runs whose objectives share the most distinctive words with this one (TF-IDF cosine)."""
+    def set_owner(self, run_key: str, owner: str) -> None:
+        """Whose run this is (a chat user's `/plan`): only their own later runs learn from it."""
+        with self._connect() as db:
+            db.execute("DELETE FROM run_owners WHERE run_key = ?", (run_key,))
+            db.execute("INSERT INTO run_owners VALUES (?, ?)", (run_key, owner))
+
+    def similar_runs(self, objective: str, limit: int = 3, owner: str | None = None) -> list[PastRun]:
+        """Past runs of the same owner (or, for `owner=None`, of nobody in particular: `foreman
+        run`) whose objectives share the most distinctive words with this one (TF-IDF cosine).
+        One user's runs are never shown to another's planner: an objective can hold a secret."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT objective, status, stopped_by, summary FROM runs ORDER BY started_at DESC LIMIT 500"
+                "SELECT objective, status, stopped_by, summary FROM runs LEFT JOIN run_owners USING (run_key) "
+                "WHERE COALESCE(owner, '') = ? ORDER BY started_at DESC LIMIT 500", (owner or "",)
             ).fetchall()
         if not rows:
             return []
@@ -221,7 +231,8 @@ CREATE TABLE IF NOT EXISTS node_outcomes (
     error TEXT, at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS node_outcomes_agent ON node_outcomes (agent, at);
-CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at)
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+CREATE TABLE IF NOT EXISTS run_owners (run_key TEXT PRIMARY KEY, owner TEXT NOT NULL)
 """
 
 

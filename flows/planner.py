@@ -262,6 +262,9 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
     scope = build_scope(registry, policy)
     store = run_store()
     run_key = run_key_for(resume, run_id, store)
+    owner = run_owner()
+    if owner is not None:
+        store.set_owner(run_key, owner)
     planner = make_planner(scope, settings, env)
     fresh = plan is None and store.stored_plan(run_key) is None
     found = grounding_step(objective, policy, settings, run_id) if grounded else None
@@ -289,7 +292,7 @@ def _plan_and_run(objective: str, run_id: str, *, workspace: str | None, allowed
         return _answer_directly(objective, run_key, grounding, decided, settings, store, started, attached)
 
     passages = planner_passages(found, attached)
-    valid, repaired = planning(objective, plan, run_key, store, planner, scope, run_id, passages)
+    valid, repaired = planning(objective, plan, run_key, store, planner, scope, run_id, passages, owner)
     if files:
         valid = valid.model_copy(update={"plan": with_files(valid.plan, files)})
     log.info("plan: %s", " | ".join(f"{t.id}<-{','.join(t.depends_on) or '-'}" for t in valid.plan.tasks))
@@ -513,7 +516,8 @@ def _record_computed(objective: str, run_key: str, decided: Route, answered: Que
 
 
 def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,
-             scope: PlanScope, run_id: str, passages: str | None = None) -> tuple[ValidPlan, bool]:
+             scope: PlanScope, run_id: str, passages: str | None = None,
+             owner: str | None = None) -> tuple[ValidPlan, bool]:
     """Planning as a task run of its own, so the UI shows a running "plan" from the first second,
     and its model calls as they start ("planning: model call 1 of at most 6")."""
     calls = PlanningCalls(planner.max_llm_calls * (1 + planner.max_repairs), run_id)
@@ -522,7 +526,7 @@ def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, 
     def plan() -> tuple[ValidPlan, bool]:  # no parameters: Prefect must not walk the planner
         token = _planning_calls.set(calls)
         try:
-            return _get_plan(objective, given, run_key, store, planner, scope, passages)
+            return _get_plan(objective, given, run_key, store, planner, scope, passages, owner)
         finally:
             _planning_calls.reset(token)
 
@@ -531,14 +535,21 @@ def planning(objective: str, given: Plan | None, run_key: str, store: RunStore, 
 
 
 def _get_plan(objective: str, given: Plan | None, run_key: str, store: RunStore, planner: Planner,
-              scope: PlanScope, passages: str | None = None) -> tuple[ValidPlan, bool]:
+              scope: PlanScope, passages: str | None = None, owner: str | None = None) -> tuple[ValidPlan, bool]:
     if given is not None:
         return validate_plan(given.model_copy(update={"objective": given.objective or objective}), scope), False
     stored = store.stored_plan(run_key)
     if stored is not None:  # resuming: the same graph, so finished sub-tasks match
         return validate_plan(Plan.model_validate(stored), scope), False
-    outcome = planner.plan(objective, lessons=store.similar_runs(objective), passages=passages)
+    outcome = planner.plan(objective, lessons=store.similar_runs(objective, owner=owner), passages=passages)
     return outcome.valid, outcome.repaired
+
+
+def run_owner() -> str | None:
+    """The user a run was started for (its `user:NAME` tag, as a chat turn's `/plan` sets it), or None."""
+    context = FlowRunContext.get()
+    tags = context.flow_run.tags if context is not None and context.flow_run is not None else []
+    return next((t.removeprefix("user:") for t in tags if t.startswith("user:")), None)
 
 
 def _summary(report: RunReport) -> str:

@@ -138,3 +138,56 @@ def test_a_password_in_the_model_url_is_not_printed_or_logged() -> None:
     line = describe_model(settings)
     assert "hunter2" not in line and "abc123" not in line
     assert "http://sam:***@llm.lan:8080/v1?api_key=***" in line
+
+
+# --- leaks between users ----------------------------------------------------------------------
+
+
+def test_one_users_past_runs_never_reach_another_users_planner(tmp_path: Path) -> None:
+    from foreman.engine.store import RunStore
+
+    store = RunStore(tmp_path / "runs.sqlite3")
+    for key, objective, owner in [("a1", "remember my bank PIN is 4821 for the bank form", "alice"),
+                                  ("b1", "fill in the bank form for the gym", "bob"),
+                                  ("n1", "summarize the bank statements folder", None)]:
+        store.record_run(key, objective, "COMPLETED", None, {}, [], 0.0, 1.0, "done")
+        if owner:
+            store.set_owner(key, owner)
+    seen_by_bob = [r.objective for r in store.similar_runs("help me with the bank form", owner="bob")]
+    assert seen_by_bob == ["fill in the bank form for the gym"]
+    assert [r.objective for r in store.similar_runs("bank PIN form", owner="alice")][0].startswith("remember my")
+    assert [r.objective for r in store.similar_runs("bank form")] == ["summarize the bank statements folder"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_started_for_a_user_knows_whose_it_is() -> None:
+    from prefect import flow, tags
+
+    from foreman.flows.planner import run_owner
+
+    @flow
+    def whose() -> str | None:
+        return run_owner()
+
+    with tags("user:alice"):
+        assert whose() == "alice"
+    assert whose() is None
+
+
+@pytest.mark.usefixtures("foreman_home")
+def test_each_chat_user_has_their_own_line_history_and_forget_user_deletes_it() -> None:
+    from typer.testing import CliRunner
+
+    from foreman.cli import app
+    from foreman.cli.chat import history_file
+    from foreman.settings import get_settings
+
+    home = get_settings().home
+    alice, bob = history_file(home, "alice"), history_file(home, "bob")
+    assert alice != bob
+    alice.parent.mkdir(parents=True, exist_ok=True)
+    alice.write_text("my locker code is 3141\n")
+    bob.write_text("hello\n")
+    forgot = CliRunner().invoke(app, ["memory", "forget-user", "--user", "alice", "--yes"], terminal_width=200)
+    assert forgot.exit_code == 0 and "their chat line history" in forgot.output, forgot.output
+    assert not alice.exists() and bob.read_text() == "hello\n"

@@ -1,6 +1,6 @@
 """`foreman chat`: a terminal conversation, each turn one `chat-turn` flow run.
 
-Readline gives line editing and a history (kept in FOREMAN_HOME/chat_history); Ctrl-D ends
+Readline gives line editing and a history, one per user (FOREMAN_HOME/chat_history/USER); Ctrl-D ends
 the chat, which moves the thread's durable facts into long-term memory. The user, the
 thread and the agent are checked before the first flow run, so a misspelt thread or
 another user's thread is refused (exit 2) before anything runs. So are `--file`s, which go
@@ -33,14 +33,21 @@ UserOption = Annotated[str | None, typer.Option("--user", "-u",
                                                      "login name).")]
 
 
-def _readline(home: Path) -> None:
+def history_file(home: Path, user: str) -> Path:
+    """Each user's own line history: pressing Up shows what *they* typed, never another user's."""
+    return home / "chat_history" / user
+
+
+def _readline(home: Path, user: str) -> None:
     try:
         import readline
     except ImportError:  # no readline on this platform: plain input still works
         return
     import atexit
 
-    path = home / "chat_history"
+    path = history_file(home, user)
+    if path.parent.is_file():  # the one history every user once shared: nobody's alone, so nobody's to show
+        path.parent.unlink()
     try:
         readline.read_history_file(path)
     except (FileNotFoundError, OSError):
@@ -49,8 +56,9 @@ def _readline(home: Path) -> None:
 
     def save() -> None:
         try:
-            home.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             readline.write_history_file(path)
+            path.chmod(0o600)
         except OSError:
             pass
 
@@ -92,7 +100,7 @@ def chat(
     from foreman.flows.chat import chat_turn
 
     short_tracebacks()
-    _readline(settings.home)
+    _readline(settings.home, name)
     console.print(f"[dim]chatting as {name} with {agent}"
                   f"{f' in thread {thread}' if thread else ''}; Ctrl-D ends[/dim]", highlight=False, soft_wrap=True)
     while True:

@@ -122,6 +122,8 @@ def memory_forget(
 def memory_forget_user(user: UserOption = None,
                        yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False) -> None:
     """Delete everything remembered about a user: threads, turns, facts and their embeddings."""
+    from foreman.cli.chat import history_file
+    from foreman.settings import get_settings
     from foreman.tools.memory.service import forget_user
 
     name = _user(user)
@@ -129,5 +131,9 @@ def memory_forget_user(user: UserOption = None,
         typer.confirm(f"Delete every thread and fact remembered about {name}?", abort=True)
     with reporting():
         gone = forget_user(name)
+        history = history_file(get_settings().home, name)
+        if history.is_file():
+            history.unlink()
+            gone = f"{gone}; their chat line history ({history})"
         _audit("forget-user", {"user": name}, str(gone))
     console.print(f"forgot {name}: deleted {gone}", highlight=False, soft_wrap=True)
