@@ -145,12 +145,37 @@ _ANSWER_KIND = {"who": _NAME, "whom": _NAME, "whose": _NAME, "when": _WHEN, "dat
 
 
 def hop_value(answered: QueryAnswer | GroundedAnswer, question: str) -> str:
-    """What a hop hands on: a query's value(s) as Python rendered them; a lookup's new words."""
+    """What a hop hands on: a query's value(s) as Python rendered them; a lookup's new words, a
+    date written out ("Saturday 21 November 2026") as ISO, which a query compares directly."""
     if isinstance(answered, QueryAnswer):
         if answered.rows and len(answered.rows) <= 3:
             return "; ".join(", ".join(str(v) for v in row if v is not None) for row in answered.rows)
         return answered.answer
-    return new_words(answered.answer, question)
+    value = new_words(answered.answer, question)
+    return iso_date(value) or value
+
+
+_MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december"]
+_DAY_MONTH_YEAR = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]{3,9})\.?,?\s+(\d{4})\b")
+_MONTH_DAY_YEAR = re.compile(r"\b([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b")
+
+
+def iso_date(text: str) -> str | None:
+    """The one calendar date `text` writes out ("21 November 2026", "Nov 21, 2026"), as ISO."""
+    import datetime as dt
+
+    found = [(d, m, y) for d, m, y in _DAY_MONTH_YEAR.findall(text)] + \
+        [(d, m, y) for m, d, y in _MONTH_DAY_YEAR.findall(text)]
+    dates = set()
+    for day, month, year in found:
+        number = next((i for i, name in enumerate(_MONTHS, start=1) if name.startswith(month.lower()[:3])), None)
+        try:
+            dates.add(dt.date(int(year), number, int(day)).isoformat() if number else None)
+        except ValueError:
+            continue
+    dates.discard(None)
+    return dates.pop() if len(dates) == 1 else None
 
 
 Ground = Callable[[str], Grounding]

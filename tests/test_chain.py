@@ -112,6 +112,10 @@ def test_the_value_handed_on_is_what_the_answer_adds_to_the_question() -> None:
         "2026-12-17"
     assert new_words("Wren Ito led it.", "Who led the storage outage?") == "Wren Ito"
     assert new_words("It was on 3 March 2026.", "On which date was the flood?") == "3 March 2026"
+    from foreman.engine.chain import iso_date
+
+    assert iso_date("Saturday 21 November 2026") == "2026-11-21" and iso_date("Nov 3rd, 2026") == "2026-11-03"
+    assert iso_date("21 November") is None and iso_date("3 March 2026 or 4 March 2026") is None
     # the question word says what kind of value is wanted: a name for "who", a date for "when"
     assert new_words("Maya led the response at 15:40.", "Who led the response to the outage?") == "Maya"
     assert new_words("It expires on 2026-12-17, as Ana said at 10:00.", "When does the VPN certificate expire?") == \
