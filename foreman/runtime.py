@@ -69,5 +69,8 @@ def prepare_environment(home: Path | None = None) -> None:
     if home is None:
         home = Path(os.environ.get("FOREMAN_HOME", Path.home() / ".foreman"))
     cache = home.expanduser() / "tiktoken"
-    seed_tiktoken_cache(cache)
+    try:
+        seed_tiktoken_cache(cache)
+    except OSError:  # FOREMAN_HOME is not a usable folder: the settings check says so, in one line
+        return
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)

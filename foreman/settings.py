@@ -12,8 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from foreman.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_WORKSPACE = REPO_ROOT / "demo" / "workspace"
@@ -28,6 +30,14 @@ class Settings(BaseSettings):
         default=Path.home() / ".foreman",
         description="Where Foreman keeps its state: audit log, run store, local-model logs.",
     )
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, value: Path) -> Path:
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is not a folder; point it at a folder Foreman may create and write")
+        return path
 
     # --- Level 1: the model -------------------------------------------------
     model: str = Field(
@@ -245,8 +255,25 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings. Call `reset_settings()` after changing the environment."""
-    return Settings()
+    """The process-wide settings. Call `reset_settings()` after changing the environment.
+
+    A value that does not read is a `ConfigurationError` naming the variable and what it must be
+    (the CLI prints it as one line, exit code 2), never pydantic's multi-line report."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(settings_problem(exc)) from None
+
+
+def settings_problem(error: ValidationError) -> str:
+    """One line: each bad setting as FOREMAN_NAME='value': why."""
+    parts = []
+    for problem in error.errors():
+        name = "FOREMAN_" + "_".join(str(p) for p in problem.get("loc", ())[:1]).upper()
+        given = problem.get("input")
+        shown = f"={given!r}" if isinstance(given, (str, int, float)) and len(str(given)) <= 80 else ""
+        parts.append(f"{name}{shown}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) + " (fix or unset it)"
 
 
 def reset_settings() -> None:

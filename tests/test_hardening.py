@@ -191,3 +191,23 @@ def test_each_chat_user_has_their_own_line_history_and_forget_user_deletes_it() 
     forgot = CliRunner().invoke(app, ["memory", "forget-user", "--user", "alice", "--yes"], terminal_width=200)
     assert forgot.exit_code == 0 and "their chat line history" in forgot.output, forgot.output
     assert not alice.exists() and bob.read_text() == "hello\n"
+
+
+# --- settings errors are one line, exit 2 -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variable", "value", "said"), [
+    ("FOREMAN_LOCAL_IDLE_MINUTES", "abc", "FOREMAN_LOCAL_IDLE_MINUTES='abc': Input should be a valid number"),
+    ("FOREMAN_HOME", "/etc/passwd", "/etc/passwd is not a folder"),
+])
+def test_a_setting_that_does_not_read_is_one_line_and_exit_2(variable: str, value: str, said: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, variable: value}
+    done = subprocess.run([str(Path(sys.executable).parent / "foreman"), "model"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert len(lines) == 1 and said in lines[0] and "Traceback" not in lines[0]

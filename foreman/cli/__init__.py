@@ -12,11 +12,13 @@ from __future__ import annotations
 import typer
 
 from foreman.cli import chat, people, runs, setup
+from foreman.cli._output import preflight as refuse_before_running
 from foreman.cli._output import set_debug
 from foreman.cli.knowledge import knowledge_app
 from foreman.cli.memory import memory_app
 from foreman.cli.setup import model_app, notifications_app
 from foreman.cli.workflows import workflow_app
+from foreman.settings import get_settings
 
 app = typer.Typer(help="Foreman: LLM agents that do real work, run and watched on Prefect.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -27,6 +29,8 @@ def main(debug: bool = typer.Option(False, "--debug", envvar="FOREMAN_DEBUG",
                                     help="Show tracebacks (errors are otherwise one line).")) -> None:
     """Foreman: LLM agents that do real work, run and watched on Prefect."""
     set_debug(debug)
+    with refuse_before_running():  # a setting that does not read: one line, exit 2, before any command
+        get_settings()
 
 
 for command in (runs.run, runs.plan, runs.search, setup.agents, setup.tools,
