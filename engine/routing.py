@@ -66,10 +66,6 @@ _BRIDGE = re.compile(
     r"(the|our|my|their|its|his|her)\b(?! (day|week|month|year)\b))"
     r"|\b(the|a|our|my)\s+[\w-]+\s+(who|that|which|whose)\s+(?!(is|are|was|were|has|have|do|does)\b)[\w-]+",
     re.IGNORECASE)
-# a calendar date written out: rows can be filtered by it
-_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}(st|nd|rd|th)? (january|february|march|april|may|june|july|"
-                   r"august|september|october|november|december)\b|\b(january|february|march|april|may|june|july|"
-                   r"august|september|october|november|december) \d{1,2}(st|nd|rd|th)?\b", re.IGNORECASE)
 
 
 class Route(BaseModel):
@@ -117,10 +113,6 @@ def route(objective: str, grounding: Grounding, *, chain: bool = True) -> Route:
     if computed and matched and not several and stated is None and span is None:
         return Route(kind="query", reason=f"needs a computed step ({computed.group(0)!r}) over {_names(matched)}",
                      tables=matched)
-    dated = _DATE.search(text)
-    if dated and question and not several and span is None and any(_has_dates(grounding, t) for t in matched):
-        return Route(kind="query", reason=f"filters the rows of {_names(matched)} by a date ({dated.group(0)!r})",
-                     tables=matched)
     # a join: two tables each named by the question (by name, or by two of its columns or categories)
     named = [t for t in matched if t.in_schema and (t.by_name or len(t.matched) >= 2) and not t.tied]
     if len(named) >= 2 and question and not several and span is None and not _EXPLAIN.match(text):
@@ -151,11 +143,6 @@ def _prose(grounding: Grounding) -> list:
         return grounding.passages
     tabled = {path for path, entry in catalog.files.items() if entry.tables}
     return [p for p in grounding.passages if p.path not in tabled]
-
-
-def _has_dates(grounding: Grounding, match: TableMatch) -> bool:
-    card = grounding.tables.tables.get(match.name) if grounding.tables is not None else None
-    return card is not None and match.in_schema and any(c.type in ("DATE", "TIMESTAMP") for c in card.columns)
 
 
 def _names(tables: list[TableMatch]) -> str:
