@@ -41,10 +41,13 @@ _COMPUTED = re.compile(
     r"\b(how many|how much|count|(?<=the |. a )number of|^number of|total|sum|add(s|ed)? up|altogether|combined|average|mean|median|"
     r"percent(age)?|more than|less than|fewer than|greater than|at least|at most|"
     r"exceed\w*|most|least|highest|lowest|largest|smallest|biggest|cheapest|(most )?expensive|oldest|newest|"
-    r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|before|after|per|each|every|"
+    r"latest|earliest|first|last|next|soonest|upcoming|longest|shortest|top \d+|difference|between|per|each|every|"
     r"all (the|our|of)|days? (until|since|left)|how long|how often|ranked|sorted)\b|[<>]=?\s*\d"
     # a bound is a number: "over 90%", "under €50" (not "under warranty", "over the weekend")
     r"|\b(over|under|above|below|exceeding)\s+[€$£]?\d"
+    # a bound in time is a date: "before April 2027", "after the end of 2026" (not "after a power outage")
+    r"|\b(before|after|until|by)\s+(the (end|start|beginning|middle) of\s+(the\s+)?)?(\d|today|tomorrow|yesterday|"
+    r"next|last|this|week|month|quarter|year|(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|(mon|tues|wednes|thurs|fri|satur|sun)day)"
     # a set of rows: "which servers …", "which of the certificates …" (a plural asks for every match)
     r"|\bwhich (of (the|our|my|these|those) )?([\w-]+ )?[\w-]+(?<!ss)(?<!us)(?<!is)s(?= (are|were|have|had|do|did|"
     r"will|would|can|could|should|must|need|use|run|come|expire|cost|go|take|of|in|on|at|with|from|for|that|"

@@ -345,6 +345,8 @@ def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -
     ("Until when is web01 under warranty?", "lookup"),  # "under" without a number is no bound
     ("Which servers are over 90% full?", "query"),
     ("What does Ana own? And what does Ben own?", "plan"),
+    ("In which order are the hosts started after a power cut?", "lookup"),  # an event, not a bound in time
+    ("Which hosts were set up before March 2026?", "query"),  # a date is a bound
 ])
 def test_the_route_reads_what_is_asked_not_which_words(workspace: Path, question: str, kind: str) -> None:
     from foreman.engine.grounding import Grounding
