@@ -211,3 +211,28 @@ def test_a_setting_that_does_not_read_is_one_line_and_exit_2(variable: str, valu
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert done.returncode == 2, done.stdout + done.stderr
     assert len(lines) == 1 and said in lines[0] and "Traceback" not in lines[0]
+
+
+# --- small files that crashed or hung every run in their workspace -----------------------------
+
+
+@pytest.mark.usefixtures("foreman_home")
+def test_deep_nesting_and_a_name_that_is_not_utf8_are_skipped_and_the_rest_is_read(tmp_path: Path) -> None:
+    import os
+
+    from foreman.engine.grounding import ground
+    from foreman.engine.policy import RunPolicy
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "deep.json").write_text("[" * 50_000 + "]" * 50_000)
+    (root / "deep.yaml").write_text("[" * 100_000 + "]" * 100_000)
+    (root / "ok.csv").write_text("host,owner\nnas01,Ana\n")
+    with open(os.path.join(os.fsencode(root), b"caf\xe9.csv"), "w") as handle:  # a Latin-1 name
+        handle.write("a,b\n1,2\n")
+    found = ground("who owns nas01", RunPolicy.build(workspace=root))
+    assert found.tables is not None and list(found.tables.tables) == ["ok"]
+    assert found.tables.skipped["caf\ufffd.csv"] == "its name is not UTF-8; rename it"
+    assert found.tables.skipped["deep.json"].startswith("malformed")
+    assert any("not UTF-8" in reason for reason in found.indexed.skipped)
+    assert any(p.path == "ok.csv" for p in found.passages)

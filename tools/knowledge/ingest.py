@@ -250,8 +250,11 @@ def _index_file(store: KnowledgeStore, embedder: Embedder, name: str, ws: Worksp
     `late`: the time budget is spent, so a file that needs embedding keeps its old state."""
 
     def skip(reason: str) -> None:
-        report.skipped.setdefault(reason, []).append(rel)
+        report.skipped.setdefault(reason, []).append(rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
+    if rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace") != rel:
+        skip("its name is not UTF-8; rename it")  # no text can hold it: not in a passage, a path or a store
+        return None
     if is_binary_name(rel):
         skip("binary")
         return None
@@ -273,7 +276,11 @@ def _index_file(store: KnowledgeStore, embedder: Embedder, name: str, ws: Worksp
     if late:
         report.deferred.append(rel)
         return before
-    extracted = extract(rel, data)
+    try:
+        extracted = extract(rel, data)
+    except RecursionError:
+        skip("malformed (nested too deeply)")
+        return None
     if isinstance(extracted, Skip):
         skip(extracted.reason)
         if extracted.detail:

@@ -141,6 +141,10 @@ def sync_tables(folder: Path | str, settings: Settings | None = None) -> TableCa
             for rel in walk(ws, root_fd).files:
                 if not may_hold_tables(rel):
                     continue
+                shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                if shown != rel:  # a name no UTF-8 text can hold: counted, never read or stored
+                    catalog.files[shown] = FileEntry(fingerprint="", skipped="its name is not UTF-8; rename it")
+                    continue
                 entry, tables = _read(ws, root_fd, rel, before)
                 if entry is None:
                     continue
@@ -155,13 +159,17 @@ def sync_tables(folder: Path | str, settings: Settings | None = None) -> TableCa
             catalog.read.append(rel)
             entry = catalog.files[rel]
             for table in tables:
-                card = _write_table(table, home, fingerprint, taken, several=len(tables) > 1)
+                try:
+                    card = _write_table(table, home, fingerprint, taken, several=len(tables) > 1)
+                except (duckdb.Error, ValueError, OverflowError) as exc:  # one table, never the whole sync
+                    entry.skipped = f"could not be stored as a table: {type(exc).__name__}: {str(exc)[:160]}"
+                    continue
                 if card is None:
                     continue
                 catalog.tables[card.name] = card
                 entry.tables.append(card.name)
             if not entry.tables:
-                entry.skipped = "no rows"
+                entry.skipped = entry.skipped or "no rows"
         _families(catalog, taken)
         catalog.seconds = time.monotonic() - started
         _save(catalog, home)
