@@ -1,5 +1,5 @@
 """Two facts chained: a question whose answer needs another fact first ("who is on call the
-week the certificate expires?") is two questions, each answered the usual way.
+day the pump failed?") is two questions, each answered the usual way.
 
 The model does the one thing Python cannot: it splits the question, in one short call, into the
 fact needed first and the rest with `[FIRST]` where that fact goes. Python does the mechanics:

@@ -9,8 +9,8 @@
   for most such tasks.
 - **code**: the person asks for Python ("use Python to …") and a table matches
   (`engine/compute.py`): the model writes one script over the tables as CSV; the sandbox runs it.
-- **chain**: the question needs one fact before another ("who is on call the week the
-  certificate expires?", "the phone of whoever led it"): the model splits it in two, and each
+- **chain**: the question needs one fact before another ("who was on duty the day the pump
+  failed?", "the email of whoever runs the Leeds office"): the model splits it in two, and each
   half takes its own route (`engine/chain.py`). When it does not split, the usual route applies.
 - **plan**: anything else: actions, several questions, nothing found. The planner writes steps.
 
