@@ -1,4 +1,4 @@
-"""Two facts chained: a question whose answer needs another fact first ("who is on call the
+"""Two facts chained: a question whose answer needs another fact first ("who was on duty the
 day the pump failed?") is two questions, each answered the usual way.
 
 The model does the one thing Python cannot: it splits the question, in one short call, into the
