@@ -304,9 +304,9 @@ MAX_DETAILS = 16
 
 
 def _details(parsed: list[tuple[int, dict[str, Any]]]) -> bool:
-    """After the component, many logs name what it acted on or how it went: `backup db01 failed`,
+    """After the component, many logs name what it acted on or how it went: `export nas2 failed`,
     `sensor rack-2 31C ok`, `db-dump failed: timeout`. When that word takes few values, it
-    is a `detail` column too, shown with its values, so "the db01 backup" or "failed syncs" is a
+    is a `detail` column too, shown with its values, so "the nas2 export" or "failed exports" is a
     filter on values the model can see."""
     found = [_DETAIL.match(row["message"]) for _, row in parsed]
     values = {m.group(1).rstrip(".:") for m in found if m}
