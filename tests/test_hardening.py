@@ -236,3 +236,21 @@ def test_deep_nesting_and_a_name_that_is_not_utf8_are_skipped_and_the_rest_is_re
     assert found.tables.skipped["deep.json"].startswith("malformed")
     assert any("not UTF-8" in reason for reason in found.indexed.skipped)
     assert any(p.path == "ok.csv" for p in found.passages)
+
+
+@pytest.mark.usefixtures("prefect_server", "foreman_home")
+def test_the_default_allow_list_does_not_reach_foremans_own_prefect_api() -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from foreman.settings import get_settings
+    from foreman.tools.http import HttpPolicy, fetch_url
+
+    api = httpx.URL(PREFECT_API_URL.value())
+    policy = HttpPolicy.from_settings(get_settings())  # allowed: 127.0.0.1 and localhost, every port
+    assert api.port in policy.own_ports
+    for host in ("127.0.0.1", "localhost"):
+        with pytest.raises(ToolRefused, match="Foreman's own service"):
+            fetch_url(f"http://{host}:{api.port}/api/health", policy)
+    named = policy.model_copy(update={"allowed_hosts": [f"127.0.0.1:{api.port}"]})
+    assert "true" in fetch_url(f"http://127.0.0.1:{api.port}/api/health", named).lower()

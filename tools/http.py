@@ -6,9 +6,9 @@ disallowed one.
 
 Allowed-host entries: 'example.org' (that host, any port), '*.example.org' (any
 subdomain, any port), 'localhost:8080' or '[::1]:8080' (that port only). A bare host
-means *every* port: the default '127.0.0.1' and 'localhost' therefore also reach the
-Prefect API, a local model server and anything else listening on loopback. Write
-'localhost:PORT' to allow one local service only.
+means *every* port on that host, except Foreman's own services on loopback (the Prefect API,
+the embedded model server), which only an entry naming their port ('127.0.0.1:4200') allows.
+Write 'localhost:PORT' to allow one local service only.
 
 One wall-clock deadline (`timeout_s`) covers the whole fetch: DNS, connect, sending,
 response headers, every redirect hop and the body. httpx only has per-operation
@@ -66,6 +66,9 @@ class HttpPolicy(BaseModel):
     timeout_s: float = Field(gt=0, description="Whole-fetch deadline, redirects included.")
     max_bytes: int = Field(gt=0)
     max_redirects: int = Field(ge=0)
+    own_ports: list[int] = Field(
+        default_factory=list, description="Loopback ports of Foreman's own services (the Prefect API, the model "
+        "server): refused unless an entry names that port ('127.0.0.1:4200'), whatever a bare host allows.")
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -82,7 +85,34 @@ class HttpPolicy(BaseModel):
             timeout_s=settings.http_timeout_s,
             max_bytes=settings.http_max_bytes,
             max_redirects=settings.http_max_redirects,
+            own_ports=own_ports(settings),
         )
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+
+
+def own_ports(settings: Any) -> list[int]:
+    """The loopback ports Foreman's own services listen on now: the Prefect API this process
+    talks to, and the embedded model server. A run's answers and decisions are there."""
+    ports: list[int] = []
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        api = httpx.URL(PREFECT_API_URL.value() or "")
+        if _normal(api.host) in _LOOPBACK:
+            ports.append(api.port or DEFAULT_PORTS.get(api.scheme, 80))
+    except (ImportError, httpx.InvalidURL, ValueError):
+        pass
+    try:
+        from foreman.agents.local_state import read_state, state_paths
+
+        state = read_state(state_paths(settings)[0])
+        if state is not None:
+            ports += [state.proxy_port, state.llama_port]
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+    return sorted(set(ports))
 
 
 # --- the host guard ------------------------------------------------------------------
@@ -158,6 +188,11 @@ def _check(url: httpx.URL, policy: HttpPolicy, hop: str) -> None:
             "may be fetched",
         )
     port = url.port or DEFAULT_PORTS[url.scheme]
+    if _normal(url.host) in _LOOPBACK and port in policy.own_ports and not any(
+            p == port and _host_matches(_normal(url.host), pattern) for pattern, p in _entries(policy.allowed_hosts)):
+        raise ToolRefused("fetch_url", f"{hop} {url.host}:{port} is Foreman's own service (the Prefect API or the "
+                                       f"model server), which holds every run's answers; allow it only by naming "
+                                       f"that port in FOREMAN_ALLOWED_HOSTS ('{url.host}:{port}')")
     if host_allowed(url.host, policy.allowed_hosts, port):
         return
     allowed = ", ".join(policy.allowed_hosts) or "(none)"
