@@ -41,6 +41,7 @@ from foreman.engine.params import Param, declare, resolve, substitute
 from foreman.engine.plan import Plan, ScriptStep, SubTask
 from foreman.engine.validate import PlanInvalid, PlanScope, ValidPlan, validate_plan
 from foreman.errors import ForemanError, WorkflowError
+from foreman.safe_yaml import YamlRefused, check_yaml
 
 if TYPE_CHECKING:
     from foreman.settings import Settings
@@ -222,7 +223,12 @@ def _read_text(path: Path) -> str:
 
 def _read_yaml(path: Path) -> tuple[Any, list[str]]:
     """The parsed document and one error per duplicate key, each with the key's path and lines."""
-    loader = _Loader(_read_text(path))
+    text = _read_text(path)
+    try:
+        check_yaml(text)  # before libyaml sees it: too deep segfaults its C parser; a merge bomb hangs it
+    except YamlRefused as exc:
+        raise WorkflowError(path, [f"not readable safely: {exc}"]) from None
+    loader = _Loader(text)
     try:
         root = loader.get_single_node()
         raw = loader.construct_document(root) if root is not None else None

@@ -254,3 +254,40 @@ def test_the_default_allow_list_does_not_reach_foremans_own_prefect_api() -> Non
             fetch_url(f"http://{host}:{api.port}/api/health", policy)
     named = policy.model_copy(update={"allowed_hosts": [f"127.0.0.1:{api.port}"]})
     assert "true" in fetch_url(f"http://127.0.0.1:{api.port}/api/health", named).lower()
+
+
+@pytest.mark.parametrize("body", [
+    "steps:\n  - " + "[" * 50_000 + "]" * 50_000 + "\n",  # libyaml's C parser overflowed its stack: SIGSEGV
+    "a0: &a0 {x: 1}\n" + "".join(f"a{i}: &a{i}\n  <<: [*a{i - 1}, *a{i - 1}]\n  y{i}: 1\n" for i in range(1, 40))
+    + "name: bomb\nsteps: []\n",  # a 1 KB merge-key chain hung the check for minutes
+])
+def test_a_workflow_file_that_would_crash_or_hang_the_yaml_parser_is_refused_in_one_line(
+        tmp_path: Path, body: str) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(body)
+    done = subprocess.run([str(Path(sys.executable).parent / "foreman"), "workflow", "check", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, (done.returncode, done.stdout[-500:], done.stderr[-500:])
+    assert "not readable safely" in done.stdout + done.stderr
+
+
+@pytest.mark.usefixtures("foreman_home")
+def test_an_alias_bomb_in_the_workspace_is_skipped_in_seconds(tmp_path: Path) -> None:
+    import time
+
+    from foreman.engine.grounding import ground
+    from foreman.engine.policy import RunPolicy
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "bomb.yaml").write_text("a0: &a0 {x: 1}\n" + "".join(
+        f"a{i}: &a{i}\n  <<: [*a{i - 1}, *a{i - 1}]\n  y{i}: 1\n" for i in range(1, 40)))
+    (root / "notes.md").write_text("# Notes\n\nThe NAS is called vault.\n")
+    started = time.monotonic()
+    found = ground("what is the NAS called", RunPolicy.build(workspace=root))
+    assert time.monotonic() - started < 30
+    assert "alias bomb" in found.tables.skipped["bomb.yaml"]
+    assert any(p.path == "notes.md" for p in found.passages)

@@ -20,6 +20,8 @@ from typing import Literal, NamedTuple
 
 import yaml
 
+from foreman.safe_yaml import YamlRefused, check_yaml
+
 Kind = Literal["markdown", "text", "html", "pdf", "code", "csv", "json", "yaml", "log"]
 
 SUFFIXES: dict[str, Kind] = {
@@ -293,9 +295,10 @@ _YAML_TOP = re.compile(r"^([A-Za-z0-9_.\-\"']+)\s*:")
 def _yaml(text: str, kind: Kind) -> Extracted | Skip:
     """Validated with safe_load_all; each top-level key is a heading."""
     try:
+        check_yaml(text)
         for _ in yaml.safe_load_all(text):
             pass
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, YamlRefused) as exc:
         return _skip_malformed("YAML", exc)
     out: list[TextLine] = []
     heading = ""

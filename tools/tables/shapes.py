@@ -28,6 +28,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
+from foreman.safe_yaml import YamlRefused, check_yaml
+
 MAX_ROWS = 100_000  # rows per table; a bigger one is cut, and the card says so
 MAX_COLUMNS = 64
 _TABLE_SUFFIXES = (".csv", ".tsv", ".yaml", ".yml", ".json", ".md", ".markdown", ".txt", ".log")
@@ -69,7 +71,7 @@ def read_tables(path: str, text: str) -> list[TableData] | NotATable:
         if lower.endswith((".md", ".markdown", ".txt")):
             found = _markdown_tables(path, text)
             return found or NotATable(path=path, reason="no table in it")
-    except (csv.Error, yaml.YAMLError, json.JSONDecodeError, RecursionError) as exc:
+    except (csv.Error, yaml.YAMLError, json.JSONDecodeError, RecursionError, YamlRefused) as exc:
         return NotATable(path=path, reason=f"malformed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
     return NotATable(path=path, reason="not a table-shaped file")
 
@@ -133,6 +135,7 @@ def mended_row(row: list[str], width: int) -> list[str]:
 
 def _records_file(path: str, text: str) -> list[TableData] | NotATable:
     # YAML's composer keeps each node's line; JSON is YAML for this purpose, except where it is not
+    check_yaml(text)  # too deep, or an alias bomb: refused before a node is built
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
