@@ -447,3 +447,18 @@ def test_a_filter_on_a_value_only_another_category_column_holds_is_relinked_befo
     assert run_query(catalog, "SELECT COUNT(*) FROM jobs WHERE level = 'ok'", ["jobs"]).rows == [[6]]
     # a value no column holds is left as written (the retry shows the values there are)
     assert run_query(catalog, "SELECT COUNT(*) FROM jobs WHERE level = 'timeout'", ["jobs"]).rows == [[0]]
+
+
+def test_a_name_matched_by_one_of_its_words_and_like_without_case(tmp_path: Path) -> None:
+    (tmp_path / "certs.json").write_text('[{"domain": "vpn.example.org", "expires": "2026-12-17"},'
+                                         ' {"domain": "www.example.org", "expires": "2027-02-01"}]')
+    (tmp_path / "people.csv").write_text("name,phone\nAna Lopez,555-0101\nAnabel Ruiz,555-0102\n")
+    catalog = sync_tables(tmp_path)
+    # `= 'vpn'` meets no row; the value holding vpn as a word does, and the SQL shown says so
+    found = run_query(catalog, "SELECT domain, expires FROM certs WHERE domain = 'vpn'", ["certs"])
+    assert found.rows == [["vpn.example.org", "2026-12-17"]] and "REGEXP_MATCHES" in found.sql
+    assert run_query(catalog, "SELECT phone FROM people WHERE name = 'Ana'", ["people"]).rows == [["555-0101"]]
+    assert run_query(catalog, "SELECT phone FROM people WHERE name = 'Zed'", ["people"]).rows == []
+    # a person's words carry no case
+    assert run_query(catalog, "SELECT domain FROM certs WHERE domain LIKE 'VPN%'", ["certs"]).rows == \
+        [["vpn.example.org"]]

@@ -101,6 +101,11 @@ def run_query(catalog: TableCatalog, sql: str, tables: list[str], *, row_cap: in
     with _sandbox(catalog, tables) as db:
         wrapped = f"SELECT * FROM ({query.sql('duckdb')}) AS result LIMIT {row_cap + 1}"
         columns, rows = _execute(db, wrapped, time_limit_s)
+        widened = _widened(db, query, catalog, tables, time_limit_s) if not rows else None
+        if widened is not None:  # `name = 'vpn'` met no row; the rows naming vpn as a word answer it
+            query = widened
+            columns, rows = _execute(db, f"SELECT * FROM ({query.sql('duckdb')}) AS result LIMIT {row_cap + 1}",
+                                     time_limit_s)
         truncated = len(rows) > row_cap
         rows = rows[:row_cap]
         sources, evidence = _trace(db, query, catalog, tables, time_limit_s)
@@ -168,6 +173,35 @@ def _unmatched(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCa
     return notes
 
 
+def _widened(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCatalog, tables: list[str],
+              time_limit_s: float) -> exp.Query | None:
+    """For a query that found no row: each `text_column = 'x'` that no row meets, but where some
+    values hold x as a whole word ('vpn' in 'vpn.example.org', 'Ana' in 'Ana Lopez'), becomes that
+    word match. The query shown is the widened one; None when nothing was widened."""
+    text_columns = {c.name.lower(): n for n in tables for c in catalog.tables[n].columns if c.type == "VARCHAR"}
+    widened = query.copy()
+    changed = False
+    for node in list(widened.find_all(exp.EQ)):
+        column, literal = node.this, node.expression
+        if not (isinstance(column, exp.Column) and isinstance(literal, exp.Literal) and literal.is_string):
+            continue
+        table = text_columns.get(column.name.lower())
+        word = literal.this.strip()
+        if table is None or not re.fullmatch(r"[\w.@+-]{2,60}", word):
+            continue
+        pattern = r"(^|[^A-Za-z0-9])" + re.escape(word).replace("'", "''") + r"($|[^A-Za-z0-9])"
+        try:
+            _, exact = _execute(db, f"SELECT count(*) FROM {table} WHERE {column.name} = $${word}$$", time_limit_s)
+            _, near = _execute(db, f"SELECT count(*) FROM {table} WHERE regexp_matches({column.name}, "
+                                   f"'{pattern}', 'i')", time_limit_s)
+        except QueryFailed:
+            continue
+        if exact[0][0] == 0 and near[0][0] > 0:
+            node.replace(exp.func("regexp_matches", column.copy(), exp.Literal.string(pattern), exp.Literal.string("i")))
+            changed = True
+    return widened if changed else None
+
+
 def _no_such_date(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCatalog, tables: list[str],
                   time_limit_s: float) -> list[str]:
     """`week_starting = '2026-11-24'` meets no row when the rows hold the Monday of each week: the
@@ -197,13 +231,16 @@ def _mended(query: exp.Query, catalog: TableCatalog, tables: list[str]) -> exp.Q
     """What a small model gets wrong in a way only one reading can fix, fixed before it runs (the
     SQL shown is the fixed one):
 
+    - LIKE is ILIKE: a question's words carry no case;
     - a text operator (LIKE, ILIKE) on a typed column compares the column's text: it writes
       `day LIKE '2026-11-%'` for a DATE, which DuckDB refuses;
     - `col = 'value'` where `col` is a category column that never holds that value, but exactly
       one other category column of the table does (`detail = 'failed'` when `level` holds
       'FAILED'), or the column holds it in another case or inflection: the filter meant that value."""
     typed = {c.name.lower() for n in tables for c in catalog.tables[n].columns if c.type != "VARCHAR"}
-    for node in list(query.find_all(exp.Like, exp.ILike)):
+    for node in list(query.find_all(exp.Like)):  # a person's words carry no case: LIKE 'VPN%' means 'vpn.…' too
+        node.replace(exp.ILike(this=node.this.copy(), expression=node.expression.copy()))
+    for node in list(query.find_all(exp.ILike)):
         left = node.this
         if isinstance(left, exp.Column) and left.name.lower() in typed:
             left.replace(exp.cast(left.copy(), "VARCHAR"))
