@@ -47,7 +47,7 @@ class SqliteStore:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _wal(db)
             db.row_factory = sqlite3.Row
             with db:
                 yield db
@@ -57,3 +57,20 @@ class SqliteStore:
             raise
         finally:
             db.close()
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """WAL mode, once per file (it persists). Switching takes a lock the busy timeout does not wait
+    for, so processes opening a new file at once (Dask workers) retry briefly instead of failing."""
+    import time
+
+    for attempt in range(50):
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.1)
