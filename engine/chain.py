@@ -24,8 +24,9 @@ from pydantic import BaseModel, Field
 from foreman.engine.answer import GroundedAnswer, answer_from_passages
 from foreman.engine.grounding import Grounding
 from foreman.engine.plan import Plan, SubTask
-from foreman.engine.query import QueryAnswer, answer_with_query, pick_tables
+from foreman.engine.query import QueryAnswer, answer_with_query
 from foreman.engine.routing import route
+from foreman.engine.table_choice import pick_tables
 from foreman.errors import QueryFailed
 from foreman.tools.text import STOP_WORDS, stem
 
@@ -111,8 +112,8 @@ def _same(a: str, b: str) -> bool:
 
 
 def new_words(answer: str, question: str) -> str:
-    """The part of `answer` the question did not say: the found value. "The oven's warranty runs
-    out on 2026-12-09." for "When does the oven's warranty run out?" is "2026-12-09". Names,
+    """The part of `answer` the question did not say: the found value. "The pump's guarantee
+    ends on 2031-04-09." for "When does the pump's guarantee end?" is "2031-04-09". Names,
     dates and numbers win over other new words ("Priya Shah" of "Priya Shah manages it")."""
     asked = {stem(w) for w in re.findall(r"[\w'’-]+", question.lower())}
     runs: list[list[str]] = [[]]

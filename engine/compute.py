@@ -1,4 +1,4 @@
-"""The code route: a person asks for Python ("Use Python to work out …"), so Python code runs.
+"""The code route: a person asks for Python by name ("… in Python"), so Python code runs.
 
 The same split as the query route (`engine/query.py`), for code: Python parses the workspace's
 tables first and hands them to the code as CSV files (typed columns named on the card, three
@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from foreman.engine.plan import Plan, SubTask
-from foreman.engine.query import pick_tables
+from foreman.engine.table_choice import pick_tables
 from foreman.errors import QueryFailed
 from foreman.tools.tables.export import LOADER
 from foreman.tools.tables.store import TableCard, TableCatalog
@@ -80,7 +80,7 @@ _EXAMPLE_TABLE = """orders = load('orders')  # 120 rows, from sales/orders.csv
     items: int
   first rows:
     day=2026-03-01, shop=north, amount=182.5, items=14"""
-_EXAMPLE_QUESTION = "Use Python to find the March day with the most takings over both shops, and the average per item."
+_EXAMPLE_QUESTION = "In Python: the March day with the most takings over both shops, and the average per item?"
 _EXAMPLE_SCRIPT = """from collections import defaultdict
 orders = load('orders')
 march = [r for r in orders if r['day'] is not None and r['day'].month == 3]

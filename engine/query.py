@@ -4,8 +4,8 @@ A small model asked to add up numbers it reads in passages gets them wrong; aske
 SQL query over typed tables it gets most of them right (issue #25). So for a question that
 needs a computed step:
 
-1. `pick_tables` chooses the few tables the question is about, by the rarity-weighted question
-   words each table's name, columns and cell values hold, adding a second or third table only
+1. `pick_tables` (`engine/table_choice.py`) chooses the few tables the question is about, by
+   the rarity-weighted question words each table's name, columns and cell values hold, adding a second or third table only
    when it covers words the first does not (a two-hop question). Showing every table made the
    model pick the wrong one.
 2. One model call sees those tables as `CREATE TABLE` statements with their units, the values a
@@ -23,11 +23,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
 import time
 from datetime import date
-from pathlib import PurePath
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -36,16 +34,13 @@ from pydantic import BaseModel, Field
 from sqlglot import exp
 
 from foreman.engine.plan import Plan, SubTask
+from foreman.engine.table_choice import pick_tables
 from foreman.errors import QueryFailed, QueryRefused
 from foreman.tools.tables.query import QueryResult, check_query, run_query
 from foreman.tools.tables.store import SOURCE, TableCard, TableCatalog
-from foreman.tools.text import stem, words
 
-MAX_TABLES = 3
 QUERY_MAX_TOKENS = 300
 ROWS_SHOWN = 20  # rows rendered in the answer; all of them go to a file that is written
-NEAR_TIE = 0.9  # a table scoring this share of the best one's score is shown too
-SECOND_TABLE_GAIN = 0.4  # a further table must add this share of the first one's score in new words
 _SQL_BLOCK = re.compile(r"```(?:sql|duckdb)?\s*(.*?)```", re.IGNORECASE | re.DOTALL)
 
 SYSTEM = (
@@ -58,14 +53,6 @@ SYSTEM = (
     "Reply with the SQL only, in a ```sql block."
 )
 
-
-class TableMatch(BaseModel):
-    name: str
-    score: float
-    matched: list[str] = Field(default_factory=list, description="question words this table holds")
-    in_schema: bool = Field(default=False, description="a word matched its name or columns, not only its cells")
-    by_name: bool = Field(default=False, description="a word matched the table's own name")
-    tied: bool = Field(default=False, description="shown for a near tie with a chosen table on the same words")
 
 
 class WriteRequest(BaseModel):
@@ -114,129 +101,6 @@ class QueryAnswer(BaseModel):
             parts.append("From the rows:\n" + "\n".join(f"- {line}" for line in shown) + more)
         return "\n\n".join(parts)
 
-
-def _stems(text: str) -> set[str]:
-    return {stem(w) for w in words(text)}
-
-
-def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABLES) -> list[TableMatch]:
-    """The tables `question` is about, best first; empty when none shares a meaningful word."""
-    cards = catalog.visible()
-    wanted = _stems(question) | {w.lower() for w in re.findall(r"[\w.-]+", question) if any(ch.isdigit() for ch in w)}
-    if not cards or not wanted:
-        return []
-    # a year, like a month, says the table has dates; it names no table
-    calendar = _CALENDAR_STEMS | {w for w in wanted if re.fullmatch(r"(19|20)\d{2}", w)}
-    # where a word can meet a table, and what that is worth: its name, a column, a category a short
-    # column takes ("active" in status) or a row's one-word name ("db02"), any word in its cells;
-    # a calendar word ("November", "week") only says the table has dates, and counts least
-    fields = {c.name: {
-        3.0: _stems(f"{c.name} {PurePath(c.path).stem} {c.label}"),
-        2.0: _stems(c.column_text()) | _stems(" ".join(v for col in c.columns for v in (col.values or [])))
-        | set(c.keys),
-        0.5: _time_words(c) and calendar} for c in cards}
-    hits = {c.name: {weight: {w for w in wanted if _meets(w, found)
-                              or (weight == 2.0 and _abbreviates(w, _short_names(c)))}
-                     for weight, found in fields[c.name].items() if weight != 1.0}
-            for c in cards}
-    # a cell's words are open vocabulary: whole words only ("contracts" is not "controller")
-    asked = {_plain(w): stem(w) for w in words(question)}
-    for c in cards:
-        cells = {_plain(t) for t in c.terms} | {_plain(w) for w in words(str(PurePath(c.path).parent))}
-        hits[c.name][1.0] = {stem_ for plain, stem_ in asked.items() if plain in cells and stem_ in wanted}
-    df = {w: sum(any(w in found for found in hits[c.name].values()) for c in cards) for w in wanted}
-    idf = {w: math.log(1 + len(cards) / df[w]) for w in wanted if df[w]}
-
-    def weights(card: TableCard) -> dict[str, float]:
-        best: dict[str, float] = {}
-        for weight, found in hits[card.name].items():
-            for w in found:
-                best[w] = max(best.get(w, 0.0), idf[w] * (0.5 if w in calendar else weight))
-        return best
-
-    scored = {c.name: weights(c) for c in cards}
-    chosen: list[TableMatch] = []
-    covered: set[str] = set()
-    first = 0.0
-    while len(chosen) < max_tables:
-        gains = {name: sum(v for w, v in found.items() if w not in covered)
-                 for name, found in scored.items() if name not in {m.name for m in chosen}}
-        if not gains:
-            break
-        name, gain = max(gains.items(), key=lambda item: (item[1], -len(item[0])))
-        if gain <= 0 or (chosen and gain < SECOND_TABLE_GAIN * first):
-            break
-        matched = sorted(w for w in scored[name] if w not in covered)
-        named = (hits[name][3.0] | hits[name][2.0] - _stems(
-            " ".join(v for col in catalog.tables[name].columns for v in (col.values or [])))) - calendar
-        if chosen and not named:
-            break  # a further table must be named by the question (its name or a column), not just hold a word
-        chosen.append(TableMatch(name=name, score=round(gain, 3), matched=matched, in_schema=bool(named),
-                                 by_name=bool(hits[name][3.0] - calendar)))
-        covered |= set(scored[name]) - calendar  # dates do not answer the other table's part
-        first = first or gain
-    # a near tie on the same words: words cannot tell which, so the model is shown both
-    for name, found in sorted(scored.items(), key=lambda item: -sum(item[1].values())):
-        total = sum(found.values())
-        if len(chosen) >= max_tables or not chosen or total < NEAR_TIE * chosen[0].score:
-            break
-        if name not in {m.name for m in chosen} and hits[name][3.0] | hits[name][2.0] - calendar:
-            chosen.append(TableMatch(name=name, score=round(total, 3), matched=sorted(found), in_schema=True,
-                                     by_name=bool(hits[name][3.0] - calendar), tied=True))
-    return chosen
-
-
-_CALENDAR = ("january february march april may june july august september october november december "
-             "monday tuesday wednesday thursday friday saturday sunday day days week weeks month months year "
-             "years date dates when daily weekly monthly nightly night nights morning evening")
-
-
-_CALENDAR_STEMS = {stem(w) for w in _CALENDAR.split()}
-
-
-def _time_words(card: TableCard) -> set[str]:
-    """A table with a date or timestamp column answers to calendar words: "in November", "which days"."""
-    if any(c.type in ("DATE", "TIMESTAMP") for c in card.columns):
-        return {stem(w) for w in _CALENDAR.split()}
-    return set()
-
-
-def _meets(word: str, stems: set[str]) -> bool:
-    """`word` is among `stems`, or they share all but their last letter, four at least ("hour" and
-    "hourl(y)", "renew(ing)" and "renew(al)")."""
-    if word in stems:
-        return True
-    return len(word) >= 4 and any(len(s) >= 4 and _shared(word, s) >= max(4, min(len(word), len(s)) - 1)
-                                  for s in stems)
-
-
-def _plain(word: str) -> str:
-    """A word without its plural ending: "servers" and "server" meet, "contracts" and "controller" do not."""
-    word = word.lower()
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def _short_names(card: TableCard) -> set[str]:
-    """Three-letter words of column names: the abbreviations people name columns with (mem, qty, amt)."""
-    return {part for c in card.columns for part in c.name.split("_") if len(part) == 3 and part.isalpha()}
-
-
-def _abbreviates(word: str, shorts: set[str]) -> bool:
-    """A short column word starts the question's word: `mem_gb` for "memory", `qty` for "quantity"."""
-    return len(word) >= 5 and any(word.startswith(s) for s in shorts)
-
-
-def _shared(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def schema(card: TableCard, sample_rows: int = 3) -> str:

@@ -7,7 +7,7 @@
   workspace matches it (`engine/query.py`): the model writes one SELECT; Python checks and runs it.
   Measured in issue #25: a model adding up passages in its head was wrong; one query was right
   for most such tasks.
-- **code**: the person asks for Python ("use Python to …") and a table matches
+- **code**: the person asks for Python by name ("… in Python") and a table matches
   (`engine/compute.py`): the model writes one script over the tables as CSV; the sandbox runs it.
 - **chain**: the question needs one fact before another ("who was on duty the day the pump
   failed?", "the email of whoever runs the Leeds office"): the model splits it in two, and each
@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field
 
 from foreman.engine.evidence import stated_count, time_span
 from foreman.engine.grounding import Grounding
-from foreman.engine.query import TableMatch, WriteRequest, pick_tables
+from foreman.engine.query import WriteRequest
+from foreman.engine.table_choice import TableMatch, pick_tables
 
 _QUESTION_START = re.compile(
     r"^(what|which|when|where|who|whom|whose|why|how|is|are|was|were|do|does|did|can|could|should|has|have|"
@@ -82,7 +83,7 @@ class Route(BaseModel):
 
 
 def write_request(objective: str) -> WriteRequest | None:
-    """The file an objective asks to be written ("Write disk-alert.md listing …"), if any."""
+    """The file an objective asks to be written ("Save low-ink.csv with …"), if any."""
     verb = _WRITE_VERB.search(objective)
     found = _FILE_NAME.search(objective[verb.start():]) if verb else None
     return WriteRequest(path=found.group(1)) if found else None

@@ -12,7 +12,8 @@ import pytest
 
 from foreman.agents.scripted import ScriptedChatModel, ScriptedReply, Turn
 from foreman.engine.query import _EXAMPLES as EXAMPLES
-from foreman.engine.query import WriteRequest, answer_with_query, pick_tables
+from foreman.engine.query import WriteRequest, answer_with_query
+from foreman.engine.table_choice import pick_tables
 from foreman.errors import QueryFailed, QueryRefused, ToolRefused
 from foreman.tools.files import write_file
 from foreman.tools.tables.query import run_query

@@ -204,7 +204,7 @@ def _widened(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCata
 
 def _no_such_date(db: duckdb.DuckDBPyConnection, query: exp.Query, catalog: TableCatalog, tables: list[str],
                   time_limit_s: float) -> list[str]:
-    """`week_starting = '2026-11-24'` meets no row when the rows hold the Monday of each week: the
+    """`period_start = '2031-04-09'` meets no row when the rows hold the Monday of each week: the
     dates on either side of it, so the retry can use a range."""
     dated = {c.name.lower(): n for n in tables for c in catalog.tables[n].columns if c.type in ("DATE", "TIMESTAMP")}
     notes = []
@@ -233,7 +233,7 @@ def _mended(query: exp.Query, catalog: TableCatalog, tables: list[str]) -> exp.Q
 
     - LIKE is ILIKE: a question's words carry no case;
     - a text operator (LIKE, ILIKE) on a typed column compares the column's text: it writes
-      `day LIKE '2026-11-%'` for a DATE, which DuckDB refuses;
+      `day LIKE '2031-04-%'` for a DATE, which DuckDB refuses;
     - `col = 'value'` where `col` is a category column that never holds that value, but exactly
       one other category column of the table does (`detail = 'failed'` when `level` holds
       'FAILED'), or the column holds it in another case or inflection: the filter meant that value."""

@@ -58,8 +58,8 @@ class ColumnCard(BaseModel):
     values: list[str] | None = Field(default=None, description="every value, when a text column has few")
     shapes: list[str] | None = Field(default=None, description="the forms a text column's many values take, "
                                                                "numbers as <n>, commonest first ('sensor rack-2 <n> ok')")
-    span: str | None = Field(default=None, description="a date column's first and last value ('2026-11-01 to "
-                                                       "2026-11-30'): a month is a range, not its first day")
+    span: str | None = Field(default=None, description="a date column's first and last value ('2031-04-01 to "
+                                                       "2031-04-30'): a month is a range, not its first day")
 
 
 class TableCard(BaseModel):
@@ -179,8 +179,8 @@ def sync_tables(folder: Path | str, settings: Settings | None = None) -> TableCa
 
 
 def _families(catalog: TableCatalog, taken: set[str]) -> None:
-    """Tables of one shape from files named alike but for their digits (`backup-2026-11-03.log`,
-    `backup-2026-11-04.log`, …) become one more table holding all their rows, shown instead of
+    """Tables of one shape from files named alike but for their digits (`export-2031-04-03.log`,
+    `export-2031-04-04.log`, …) become one more table holding all their rows, shown instead of
     them: "how often did the backup fail in November" is one query, not thirty."""
     groups: dict[tuple[str, str, str], list[TableCard]] = {}
     for card in catalog.tables.values():
