@@ -15,7 +15,7 @@ from pathlib import PurePath
 from pydantic import BaseModel, Field
 
 from foreman.tools.tables.store import TableCard, TableCatalog
-from foreman.tools.text import stem, words
+from foreman.tools.text import singular, stem, words
 
 MAX_TABLES = 3
 NEAR_TIE = 0.9  # a table scoring this share of the best one's score is shown too
@@ -56,9 +56,9 @@ def pick_tables(question: str, catalog: TableCatalog, max_tables: int = MAX_TABL
                      for weight, found in fields[c.name].items() if weight != 1.0}
             for c in cards}
     # a cell's words are open vocabulary: whole words only ("contracts" is not "controller")
-    asked = {_plain(w): stem(w) for w in words(question)}
+    asked = {singular(w): stem(w) for w in words(question)}
     for c in cards:
-        cells = {_plain(t) for t in c.terms} | {_plain(w) for w in words(str(PurePath(c.path).parent))}
+        cells = {singular(t) for t in c.terms} | {singular(w) for w in words(str(PurePath(c.path).parent))}
         hits[c.name][1.0] = {stem_ for plain, stem_ in asked.items() if plain in cells and stem_ in wanted}
     df = {w: sum(any(w in found for found in hits[c.name].values()) for c in cards) for w in wanted}
     idf = {w: math.log(1 + len(cards) / df[w]) for w in wanted if df[w]}
@@ -124,16 +124,6 @@ def _meets(word: str, stems: set[str]) -> bool:
         return True
     return len(word) >= 4 and any(len(s) >= 4 and _shared(word, s) >= max(4, min(len(word), len(s)) - 1)
                                   for s in stems)
-
-
-def _plain(word: str) -> str:
-    """A word without its plural ending: "servers" and "server" meet, "contracts" and "controller" do not."""
-    word = word.lower()
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
 
 
 def _short_names(card: TableCard) -> set[str]:

@@ -29,3 +29,13 @@ def stem(word: str) -> str:
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
         word = word[:-1]  # "runs" is "run"
     return word[:5] if len(word) > 5 else word
+
+
+def singular(word: str) -> str:
+    """A word without its plural ending: "servers" and "server" meet, "contracts" and "controller" do not."""
+    word = word.lower()
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
