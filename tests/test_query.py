@@ -348,6 +348,7 @@ def test_a_duration_the_notes_state_is_computed_by_python_from_the_two_times() -
     ("What does Ana own? And what does Ben own?", "plan"),
     ("In which order are the hosts started after a power cut?", "lookup"),  # an event, not a bound in time
     ("Which hosts were set up before March 2026?", "query"),  # a date is a bound
+    ("What does the disk space of the hosts come to combined?", "query"),
 ])
 def test_the_route_reads_what_is_asked_not_which_words(workspace: Path, question: str, kind: str) -> None:
     from foreman.engine.grounding import Grounding
@@ -463,3 +464,24 @@ def test_a_name_matched_by_one_of_its_words_and_like_without_case(tmp_path: Path
     # a person's words carry no case
     assert run_query(catalog, "SELECT domain FROM certs WHERE domain LIKE 'VPN%'", ["certs"]).rows == \
         [["vpn.example.org"]]
+
+
+def test_dates_say_their_span_a_missed_date_shows_its_neighbours_and_words_choose_tables(tmp_path: Path) -> None:
+    from foreman.engine.query import schema
+
+    for day in ("01", "02"):
+        (tmp_path / f"jobs-2031-04-{day}.log").write_text(f"2031-04-{day} 01:00:00 OK [nas2] done\n"
+                                                          f"2031-04-{day} 02:00:00 OK [nas3] done\n")
+    (tmp_path / "rota.md").write_text("| period_start | person |\n|---|---|\n| 2031-04-07 | Noor |\n"
+                                      "| 2031-04-14 | Kai |\n")
+    (tmp_path / "hosts.csv").write_text("host,mem_gb\nnas2,64\nnas3,32\n")
+    (tmp_path / "boxes.csv").write_text("box,site\nnas2,attic\n")
+    catalog = sync_tables(tmp_path)
+    family = next(c for c in catalog.tables.values() if c.parts)
+    assert "day DATE,  -- from 2031-04-01 to 2031-04-02" in schema(family), "the family's span covers every file"
+    missed = run_query(catalog, "SELECT person FROM rota WHERE period_start = '2031-04-09'", ["rota"])
+    assert missed.rows == [] and "the nearest are 2031-04-07 (before) and 2031-04-14 (after)" in missed.unmatched[0]
+    # a three-letter column word stands for the word it starts; a near tie shows both, and is no join
+    assert [m.name for m in pick_tables("How much memory is there in total?", catalog)] == ["hosts"]
+    tied = pick_tables("Where is nas2?", catalog)
+    assert {m.name for m in tied} >= {"hosts", "boxes"} and any(m.tied for m in tied)
